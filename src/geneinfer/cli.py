@@ -1,0 +1,67 @@
+"""Command-line interface: a thin layer over the Python API.
+
+Each sub-command lives in ``geneinfer.commands.<name>`` and provides ``add_arguments(parser)``
+and ``run(args) -> int``. Modules are imported only when their command runs, so
+``geneinfer --help`` stays fast and a missing optional dependency affects only its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from geneinfer import __version__
+from geneinfer.errors import GeneinferError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("geneinfer.commands.demo", "train and compare models on the embedded real data"),
+    "convert": ("geneinfer.commands.convert", "convert between GCT, GCTX, SOFT, TSV/CSV and h5ad"),
+    "data": ("geneinfer.commands.data", "list, fetch or locate public data sets (cached)"),
+    "train": ("geneinfer.commands.train", "train an inference model on expression files"),
+    "predict": ("geneinfer.commands.predict", "infer target genes from landmark profiles"),
+    "study": ("geneinfer.commands.study", "run a whole benchmark study from a TOML config"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="geneinfer",
+        description="Infer whole-transcriptome expression from a panel of landmark genes.",
+    )
+    parser.add_argument("--version", action="version", version=f"geneinfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Import only the module of the command being run (the first non-option word).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)  # type: ignore[attr-defined]
+            modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser, modules = build_parser(argv)
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        if not args.command:
+            parser.print_help()
+            return 2
+        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+    except GeneinferError as exc:
+        print(f"geneinfer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geneinfer: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,72 @@
+"""Common base for geneinfer estimators and their (pickle-free) fitted state.
+
+Every model is a scikit-learn style multi-output regressor: ``fit(X, Y)`` with
+``X`` of shape ``(n_samples, n_landmarks)`` and ``Y`` of shape ``(n_samples, n_targets)``,
+``predict(X) -> (n_samples, n_targets)`` float32. Hyper-parameters are ``__init__`` keyword
+arguments stored unchanged; fitted state lives in attributes ending in ``_``.
+
+Saving never pickles: :meth:`GeneModel.fitted_state` returns numpy arrays (written to
+safetensors/npz) plus a JSON-able dict; :meth:`GeneModel.load_fitted_state` restores them.
+The default implementation covers models whose fitted state is arrays and plain scalars;
+torch-based models override both methods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+JSONValue = Any
+
+
+def _is_jsonable(value: object) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class GeneModel(RegressorMixin, BaseEstimator):
+    """Base class: multi-output regression from landmark to target genes."""
+
+    #: short registry name, e.g. ``"ridge"``; set by subclasses
+    name: str = ""
+
+    def _more_tags(self) -> dict[str, object]:  # sklearn < 1.6
+        return {"multioutput": True}
+
+    def __sklearn_tags__(self):  # sklearn >= 1.6
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fitted_state(self) -> tuple[dict[str, np.ndarray], dict[str, JSONValue]]:
+        """Arrays and JSON-able values of every fitted attribute (name ending in ``_``)."""
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, JSONValue] = {}
+        for key, value in vars(self).items():
+            if not key.endswith("_") or key.startswith("_"):
+                continue
+            if isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, np.generic):
+                meta[key] = value.item()
+            elif _is_jsonable(value):
+                meta[key] = value
+            else:
+                raise TypeError(
+                    f"{type(self).__name__}.{key} ({type(value).__name__}) cannot be saved "
+                    "without pickling; override fitted_state()"
+                )
+        return arrays, meta
+
+    def load_fitted_state(self, arrays: dict[str, np.ndarray], meta: dict[str, JSONValue]) -> None:
+        """Restore what :meth:`fitted_state` returned."""
+        for key, value in arrays.items():
+            setattr(self, key, value)
+        for key, value in meta.items():
+            setattr(self, key, value)

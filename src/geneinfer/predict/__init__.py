@@ -1,0 +1,1 @@
+"""geneinfer.predict"""
