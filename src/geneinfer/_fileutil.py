@@ -19,7 +19,9 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     sfx = suffix if suffix is not None else "".join(final.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{sfx}", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".part{sfx}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

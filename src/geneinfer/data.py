@@ -45,7 +45,8 @@ class ExpressionData:
     scale
         ``"log2"``, ``"linear"`` (e.g. MAS5), ``"counts"`` (RNA-seq), ``"zscore"`` or ``"unknown"``.
     gene_id_kind
-        What the gene ids are: ``"probe"``, ``"entrez"``, ``"ensembl"``, ``"symbol"`` or ``"unknown"``.
+        What the gene ids are: ``"probe"``, ``"entrez"``, ``"ensembl"``, ``"symbol"``
+        or ``"unknown"``.
     source
         Where the data came from (a path or accession), used in messages.
     """
@@ -62,7 +63,9 @@ class ExpressionData:
     def __post_init__(self) -> None:
         values = np.asarray(self.values)
         if values.ndim != 2:
-            raise GeneinferError(f"expression values must be 2-D (samples x genes), got {values.ndim}-D")
+            raise GeneinferError(
+                f"expression values must be 2-D (samples x genes), got {values.ndim}-D"
+            )
         if values.dtype != np.float32:
             values = values.astype(np.float32)
         self.values = values
