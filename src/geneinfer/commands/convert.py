@@ -1,0 +1,63 @@
+"""``geneinfer convert IN OUT``: convert between GCT, GCTX, SOFT, series matrix, TSV/CSV, h5ad."""
+
+from __future__ import annotations
+
+import argparse
+
+from geneinfer import io
+from geneinfer.data import ExpressionData
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="IN", help="expression file to read")
+    parser.add_argument("output", metavar="OUT", help="file to write (format from its name)")
+    parser.add_argument(
+        "--from",
+        dest="from_format",
+        choices=io.FORMATS,
+        help="input format (default: from the name, else the content)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="to_format",
+        choices=io.WRITABLE,
+        help="output format (default: from the output name)",
+    )
+    parser.add_argument(
+        "--platform",
+        metavar="GPLxxx",
+        help="platform to take from a GEO SOFT file with several platforms",
+    )
+    parser.add_argument(
+        "--orientation",
+        choices=("genes-in-rows", "samples-in-rows"),
+        help="layout of a TSV/CSV input (detected when unambiguous); "
+        "also used for a TSV/CSV output (default genes-in-rows)",
+    )
+
+
+def summary(data: ExpressionData, out: str) -> str:
+    """One line: shape, scale, id kind and the number of missing values."""
+    n_missing = data.n_missing()
+    miss = f", {n_missing} missing values (kept as NaN)" if n_missing else ""
+    return (
+        f"wrote {out}: {data.n_samples} samples x {data.n_genes} genes, "
+        f"scale {data.scale}, gene ids {data.gene_id_kind}{miss}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    in_fmt = io.detect_format(args.input, format=args.from_format)
+    out_fmt = io.output_format(args.output, format=args.to_format)
+    read_opts: dict[str, object] = {}
+    if args.platform:
+        read_opts["platform"] = args.platform
+    if args.orientation and in_fmt in ("tsv", "csv"):
+        read_opts["orientation"] = args.orientation
+    data = io.read(args.input, format=in_fmt, **read_opts)
+    write_opts: dict[str, object] = {}
+    if args.orientation and out_fmt in ("tsv", "csv"):
+        write_opts["orientation"] = args.orientation
+    io.write(data, args.output, format=out_fmt, **write_opts)
+    print(summary(data, args.output))
+    return 0

@@ -1,0 +1,142 @@
+"""``geneinfer train``: fit a landmark -> target model on expression files and save it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from geneinfer.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from geneinfer.models.registry import MODEL_NAMES
+    from geneinfer.train.pipeline import DEFAULT_MODEL
+
+    parser.add_argument(
+        "--model",
+        default="default",
+        metavar="NAME",
+        help=f"model to train: {', '.join(MODEL_NAMES)} (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--panel",
+        default="l1000",
+        metavar="l1000|dgex|FILE",
+        help="landmark/target panel (default: l1000, the 978 LINCS landmarks)",
+    )
+    parser.add_argument(
+        "--train",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="training expression files (GCT, GCTX, SOFT, TSV/CSV, h5ad; any scale)",
+    )
+    parser.add_argument(
+        "--valid", metavar="FILE", help="validation file (default: hold out 20%% of --train)"
+    )
+    parser.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model hyper-parameter (repeatable); VALUE is read as JSON when it parses, "
+        "e.g. --param alpha=10 --param hidden_sizes=[3000,3000]",
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help="cache folder of public reference data")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device"
+    )
+    parser.add_argument(
+        "--no-dedup", action="store_true", help="keep near-duplicate training profiles"
+    )
+    parser.add_argument(
+        "--no-quantile", action="store_true", help="skip quantile normalisation of landmarks"
+    )
+    parser.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="checkpoints for resuming torch training"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["alpha=10", "act=relu"]`` -> ``{"alpha": 10, "act": "relu"}`` (JSON values if valid)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE, e.g. alpha=10")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from geneinfer.train.pipeline import train_model
+
+    model = train_model(
+        args.train,
+        model=args.model,
+        panel=args.panel,
+        valid=args.valid,
+        params=parse_params(args.param),
+        data_dir=args.data_dir,
+        dedup=not args.no_dedup,
+        quantile=not args.no_quantile,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        progress=not args.quiet,
+    )
+    path = model.save(args.out)
+    if not args.quiet:
+        print(format_summary(model, path))
+    return 0
+
+
+def format_summary(model: Any, path: Any = None) -> str:
+    """A few lines: genes found/missing, samples, validation MAE and r."""
+    info = model.info
+    panel = info.get("panel", {})
+    missing = panel.get("landmarks_missing", [])
+    lines = [
+        f"model        {info.get('model')} ({model.n_landmarks} landmarks -> "
+        f"{model.n_targets} targets)",
+        f"panel        {panel.get('panel')}: {panel.get('landmarks_found')} of "
+        f"{panel.get('landmarks_in_panel')} landmarks found",
+    ]
+    if missing:
+        shown = ", ".join(missing[:15]) + (
+            f" and {len(missing) - 15} more" if len(missing) > 15 else ""
+        )
+        lines.append(f"missing      {len(missing)} landmarks: {shown}")
+    if panel.get("targets_from_data"):
+        lines.append(f"targets      {panel.get('targets')} (all non-landmark genes in the data)")
+    else:
+        lines.append(
+            f"targets      {panel.get('targets')} of {panel.get('targets_in_panel')} in panel"
+        )
+    dedup = info.get("dedup", {})
+    dd = f", {dedup.get('removed', 0)} duplicates removed" if dedup.get("enabled") else ""
+    lines.append(
+        f"samples      {info.get('n_train_samples')} train, {info.get('n_valid_samples')} "
+        f"valid ({info.get('validation')}){dd}"
+    )
+    lines.append(
+        f"validation   MAE {_fmt(info.get('valid_mae'))} log2 "
+        f"({_fmt(info.get('valid_mae_std'))} standardized), "
+        f"median r {_fmt(info.get('valid_r_median'))}"
+    )
+    if path is not None:
+        lines.append(f"saved        {path}")
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

@@ -1,0 +1,405 @@
+"""Helpers shared by the format readers and writers.
+
+* :func:`open_text` opens plain or gzip text; :func:`translate_errors` turns the low-level
+  exceptions of a malformed file (truncated gzip, bad HDF5, parser errors) into
+  :class:`~geneinfer.errors.InputFormatError`.
+* :func:`guess_gene_id_kind`, :func:`guess_scale` and :func:`scale_from_text` infer what the
+  ids and values are.
+* :func:`meta_frame` / :func:`meta_strings` convert metadata between text and typed columns
+  such that text -> typed -> text reproduces the original strings exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from geneinfer.errors import GeneinferError, InputFormatError
+
+PathLike = str | os.PathLike[str]
+
+#: Cell texts read as missing values in numeric columns (never turned into 0).
+NA_TOKENS: tuple[str, ...] = (
+    "",
+    "NA",
+    "NaN",
+    "nan",
+    "-nan",
+    "-NaN",
+    "N/A",
+    "#N/A",
+    "NULL",
+    "null",
+    "na",
+    "None",
+)
+_NA_SET = frozenset(NA_TOKENS)
+
+# Gene id patterns.  Affymetrix probe sets: 1007_s_at, 200814_at, AFFX-BioB-5_at, ...
+_PROBE = re.compile(r"^(?:AFFX-.*|\d+(?:_[a-z])?_at|[0-9A-Za-z.\-]+_(?:[a-z]_)?at)$")
+_ENTREZ = re.compile(r"^\d+$")
+_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(?:\.\d+)?$")
+# HGNC-like symbols: upper case letters/digits, optional dash parts, e.g. DDR1, HLA-DRB4, C1orf43
+_SYMBOL = re.compile(
+    r"^(?:[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*|C\d+orf\d+|[A-Z][A-Za-z0-9]*\d[A-Za-z0-9]*)$"
+)
+
+#: Well-known gene metadata columns derived on read from format-specific source columns.
+#: Writers omit a derived column when it is exactly what the source column derives, so a
+#: read -> write round trip reproduces the original columns verbatim.
+DERIVED_GENE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "symbol": ("pr_gene_symbol", "Gene Symbol", "gene_symbol", "GENE_SYMBOL"),
+    "entrez": ("pr_gene_id", "ENTREZ_GENE_ID", "entrez_id", "ENTREZ_ID"),
+}
+_MISSING_META = frozenset({"", "-666", "na", "NA", "nan", "NaN", "---", "None"})
+
+
+def is_gzip(path: PathLike) -> bool:
+    """True if the file starts with the gzip magic bytes."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def open_text(path: PathLike) -> IO[str]:
+    """Open ``path`` for reading text, decompressing gzip transparently."""
+    if is_gzip(path):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def check_readable(path: PathLike) -> Path:
+    """Raise a one-line error for a missing, non-regular or empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFormatError(p, "file not found")
+    if p.is_dir():
+        raise InputFormatError(p, "is a directory", expected="a file")
+    if p.stat().st_size == 0:
+        raise InputFormatError(p, "file is empty")
+    return p
+
+
+_LOW_LEVEL = (
+    EOFError,
+    gzip.BadGzipFile,
+    zlib.error,
+    UnicodeDecodeError,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def translate_errors(path: PathLike, *, what: str = "file") -> Iterator[None]:
+    """Re-raise low-level parse/IO failures of ``path`` as :class:`InputFormatError`.
+
+    Readers check the format explicitly and raise precise errors; this is the safety net
+    for everything a corrupted file can still trigger (truncated gzip, bad HDF5 headers,
+    parser errors), so the user never sees a traceback.
+    """
+    try:
+        yield
+    except InputFormatError:
+        raise
+    except GeneinferError as exc:
+        if type(exc) is not GeneinferError:  # MissingGenesError etc. are already precise
+            raise
+        # e.g. duplicate ids found by ExpressionData
+        raise InputFormatError(path, str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise InputFormatError(path, "file not found") from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputFormatError(
+            path, f"compressed data is truncated or corrupt ({exc})", expected=f"a complete {what}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(path, f"not UTF-8 text ({exc.reason})", expected=what) from exc
+    except _LOW_LEVEL as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFormatError(path, f"cannot parse: {msg}", expected=what) from exc
+
+
+# --------------------------------------------------------------------------- guesses
+def _fraction(ids: Sequence[str], pattern: re.Pattern[str]) -> float:
+    if not len(ids):
+        return 0.0
+    return sum(1 for i in ids if pattern.match(i)) / len(ids)
+
+
+def guess_gene_id_kind(ids: Sequence[str] | pd.Index) -> str:
+    """Guess what gene ids are: ``probe``, ``entrez``, ``ensembl``, ``symbol`` or ``unknown``.
+
+    A kind is chosen when at least 90% of the ids match it (all of them for Entrez, since
+    plain integers are ambiguous otherwise).
+    """
+    ids = [str(i) for i in ids]
+    if not ids:
+        return "unknown"
+    if _fraction(ids, _ENTREZ) == 1.0:
+        return "entrez"
+    if _fraction(ids, _ENSEMBL) >= 0.9:
+        return "ensembl"
+    if _fraction(ids, _PROBE) >= 0.9:
+        return "probe"
+    if _fraction(ids, _SYMBOL) >= 0.9:
+        return "symbol"
+    return "unknown"
+
+
+def looks_like_gene_ids(ids: Sequence[str] | pd.Index) -> bool:
+    """True when ``ids`` are clearly gene identifiers (probe, Entrez or Ensembl ids)."""
+    return guess_gene_id_kind(ids) in ("probe", "entrez", "ensembl")
+
+
+_SCALE_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("zscore", re.compile(r"z-?\s?score", re.I)),
+    (
+        "log2",
+        re.compile(r"\blog\s*-?\s*2|\blog\b|\blog[- ]?(?:transformed|scale)|\b(?:gc)?rma\b", re.I),
+    ),
+    ("linear", re.compile(r"\blinear\b|\bmas\s*-?\s*5", re.I)),
+    ("counts", re.compile(r"\b(?:read\s+)?counts?\b", re.I)),
+)
+
+
+def scale_from_text(text: str | None) -> str | None:
+    """Scale named by a free-text description, else None.
+
+    ``"RMA log2"`` -> ``"log2"``, ``"MAS5 linear"`` or ``"MAS 5.0 Statistical Algorithm"``
+    -> ``"linear"``, ``"raw counts"`` -> ``"counts"``. A log transform wins over the
+    algorithm name (``"MAS5, log2 transformed"`` -> ``"log2"``).
+    """
+    if not text:
+        return None
+    for scale, pattern in _SCALE_WORDS:
+        if pattern.search(text):
+            return scale
+    return None
+
+
+def guess_scale(values: np.ndarray, *, max_check: int = 1_000_000) -> str:
+    """Guess the scale of expression ``values`` from the numbers alone.
+
+    Rules, applied to the finite values (a random subset of ``max_check`` if larger):
+
+    * all non-negative integers (and not all zero) -> ``"counts"`` (RNA-seq read counts);
+    * non-negative with a maximum above 100 -> ``"linear"`` (e.g. MAS5 intensities);
+    * between -1 and 30 with a median above 2 -> ``"log2"`` (RMA, log2 CPM, L1000 level 3);
+    * mean near 0 and standard deviation near 1 -> ``"zscore"``;
+    * otherwise ``"unknown"``.
+
+    The file's own statement (e.g. a GCT ``values`` row) always takes precedence; this is
+    the fallback for formats that say nothing.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if flat.size > max_check:
+        flat = np.random.default_rng(0).choice(flat, size=max_check, replace=False)
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return "unknown"
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo >= 0 and hi > 0 and np.all(flat == np.round(flat)):
+        return "counts"
+    if lo >= 0 and hi > 100:
+        return "linear"
+    if lo > -1 and hi <= 30 and float(np.median(flat)) > 2:
+        return "log2"
+    if abs(float(flat.mean())) < 0.5 and 0.5 < float(flat.std()) < 2 and lo < 0:
+        return "zscore"
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- metadata
+def _typed_column(texts: Sequence[str]) -> np.ndarray | list[str]:
+    """Integers or floats when every text is exactly how that number prints, else strings."""
+    if not len(texts):
+        return list(texts)
+    try:
+        ints = [int(t) for t in texts]
+        if all(str(i) == t for i, t in zip(ints, texts)):
+            arr = np.array(ints)
+            if arr.dtype.kind == "i":
+                return arr.astype(np.int64)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        floats = [float(t) for t in texts]
+        if all(repr(f) == t for f, t in zip(floats, texts)):
+            return np.array(floats, dtype=np.float64)
+    except ValueError:
+        pass
+    return list(texts)
+
+
+def meta_frame(columns: dict[str, Sequence[str]], index: pd.Index) -> pd.DataFrame:
+    """Metadata table from text columns, typed only where printing reproduces the text."""
+    data = {name: _typed_column(list(vals)) for name, vals in columns.items()}
+    frame = pd.DataFrame(data, index=index)
+    for name, vals in data.items():  # keep text columns as object dtype (not pandas' str)
+        if isinstance(vals, list):
+            frame[name] = pd.Series(vals, index=index, dtype=object)
+    return frame
+
+
+def meta_strings(col: pd.Series) -> list[str]:
+    """Text form of a metadata column (inverse of :func:`meta_frame`); missing -> ``"na"``."""
+    out: list[str] = []
+    for v in col.tolist():
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out.append("na")
+        elif isinstance(v, bytes):
+            out.append(v.decode("utf-8"))
+        elif isinstance(v, (float, np.floating)):
+            out.append(repr(float(v)))
+        elif isinstance(v, (bool, np.bool_)):
+            out.append(str(bool(v)))
+        elif isinstance(v, (int, np.integer)):
+            out.append(str(int(v)))
+        else:
+            out.append(str(v))
+    return out
+
+
+def _derive(col: pd.Series, kind: str) -> pd.Series:
+    texts = pd.Series(meta_strings(col), index=col.index, dtype=object)
+    if kind == "entrez":
+        # An Entrez id is a plain integer; "780 /// 100616237" keeps its first id.
+        first = texts.str.split("///").str[0].str.strip()
+        ok = first.str.fullmatch(r"\d+") & ~texts.isin(_MISSING_META)
+        return first.where(ok, None).astype(object)
+    out = texts.str.strip()
+    return out.where(~out.isin(_MISSING_META), None).astype(object)
+
+
+def add_derived_gene_columns(genes: pd.DataFrame) -> pd.DataFrame:
+    """Add ``symbol`` / ``entrez`` columns (strings, None = unknown) from known sources."""
+    genes = genes.copy()
+    for target, sources in DERIVED_GENE_COLUMNS.items():
+        if target in genes.columns:
+            continue
+        src = next((s for s in sources if s in genes.columns), None)
+        if src is not None:
+            genes[target] = _derive(genes[src], target)
+    return genes
+
+
+def strip_derived_gene_columns(genes: pd.DataFrame) -> pd.DataFrame:
+    """Drop derived columns that exactly equal what their source column derives."""
+    drop = []
+    for target, sources in DERIVED_GENE_COLUMNS.items():
+        if target not in genes.columns:
+            continue
+        src = next((s for s in sources if s in genes.columns), None)
+        if src is None:
+            continue
+        derived = _derive(genes[src], target)
+        current = genes[target].astype(object).where(genes[target].notna(), None)
+        if current.tolist() == derived.tolist():
+            drop.append(target)
+    return genes.drop(columns=drop)
+
+
+def check_unique(path: PathLike, ids: Sequence[str], *, what: str, where: int | str | None) -> None:
+    """Raise :class:`InputFormatError` naming the first duplicated id."""
+    idx = pd.Index(ids)
+    if not idx.is_unique:
+        dups = idx[idx.duplicated()].unique()[:5].tolist()
+        raise InputFormatError(
+            path,
+            f"duplicate {what} ids: {', '.join(map(str, dups))}",
+            where=where,
+            expected=f"unique {what} ids",
+        )
+
+
+def is_na_token(text: str) -> bool:
+    return text.strip() in _NA_SET
+
+
+_PARSER_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def parser_error(path: PathLike, exc: Exception) -> InputFormatError:
+    """A pandas tokenizer error ("Expected 4 fields in line 7, saw 5") as a located error."""
+    m = _PARSER_FIELDS.search(str(exc))
+    if m is None:
+        return InputFormatError(path, f"cannot parse: {str(exc).strip()[:200]}")
+    return InputFormatError(
+        path,
+        f"row has {m.group(3)} fields",
+        where=int(m.group(2)),
+        expected=f"{m.group(1)} fields like the header",
+    )
+
+
+def locate_bad_number(
+    path: PathLike,
+    *,
+    first_line: int,
+    first_field: int,
+    sep: str = "\t",
+    n_lines: int | None = None,
+) -> tuple[int, int, str] | None:
+    """Find the first non-numeric data cell (1-based line, 1-based field, text) by a slow scan.
+
+    Only called after the fast parser has failed, to give the user a precise location.
+    """
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lineno < first_line:
+                continue
+            if n_lines is not None and lineno >= first_line + n_lines:
+                break
+            fields = line.rstrip("\r\n").split(sep)
+            for j, text in enumerate(fields[first_field:], start=first_field + 1):
+                if is_na_token(text):
+                    continue
+                try:
+                    float(text)
+                except ValueError:
+                    return lineno, j, text
+    return None
+
+
+def format_block(values: np.ndarray) -> list[str]:
+    """Tab-joined text lines of a 2-D float32 block, reproducing every float32 exactly.
+
+    Uses 7 significant digits when that already identifies each value (typical for data
+    read from text, keeping files readable), else 9 (enough for any float32). Missing
+    values are written as ``NaN``.
+    """
+    block = np.ascontiguousarray(values, dtype=np.float32)
+    if block.size == 0:
+        return ["" for _ in range(block.shape[0])]
+    fmt = "%.7g" if _fits_7_digits(block) else "%.9g"
+    buf = io.StringIO()
+    np.savetxt(buf, block.astype(np.float64), fmt=fmt, delimiter="\t")
+    text = buf.getvalue().replace("nan", "NaN").replace("inf", "Inf")
+    return text.splitlines()
+
+
+def _fits_7_digits(block: np.ndarray) -> bool:
+    x = block.astype(np.float64)
+    finite = np.isfinite(x) & (x != 0)
+    xf = x[finite]
+    if xf.size == 0:
+        return True
+    exp = np.floor(np.log10(np.abs(xf)))
+    scale = 10.0 ** (6 - exp)
+    rounded = np.round(xf * scale) / scale
+    return bool(np.array_equal(rounded.astype(np.float32), xf.astype(np.float32)))

@@ -1,0 +1,458 @@
+"""GCT 1.2 / 1.3 text files (Broad / CMap), plain or gzip-compressed.
+
+A GCT file is genes x samples; :class:`~geneinfer.data.ExpressionData` is samples x genes,
+so readers transpose. GCT 1.3 layout::
+
+    #1.3
+    <n_genes> <n_samples> <n_row_meta> <n_col_meta>
+    id  <row meta names...>  <sample ids...>
+    <col meta name>  na...  <value per sample>      (n_col_meta lines)
+    <gene id>  <row meta values...>  <expression values...>
+
+Metadata column names are kept verbatim; values stay text unless printing the number
+reproduces the text exactly (so read -> write reproduces the file's metadata). A column
+metadata row ``values`` naming the scale (``"RMA log2"``, ``"MAS5 linear"``) sets
+:attr:`ExpressionData.scale`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from geneinfer._fileutil import atomic_path
+from geneinfer.data import ExpressionData
+from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.io._common import (
+    NA_TOKENS,
+    PathLike,
+    add_derived_gene_columns,
+    check_readable,
+    check_unique,
+    format_block,
+    guess_gene_id_kind,
+    is_gzip,
+    locate_bad_number,
+    meta_frame,
+    meta_strings,
+    open_text,
+    parser_error,
+    scale_from_text,
+    strip_derived_gene_columns,
+    translate_errors,
+)
+
+_CHUNK_ROWS = 2000
+
+
+@dataclass
+class GCTHeader:
+    """Everything before the data rows of a GCT file."""
+
+    version: str
+    n_genes: int
+    n_samples: int
+    row_meta_names: list[str]
+    sample_ids: list[str]
+    col_meta: dict[str, list[str]] = field(default_factory=dict)
+    data_start: int = 0  # 1-based line number of the first data row
+
+    @property
+    def n_fields(self) -> int:
+        return 1 + len(self.row_meta_names) + self.n_samples
+
+
+def _ints(path: PathLike, line: str, n: int, lineno: int) -> list[int]:
+    parts = line.split("\t") if "\t" in line else line.split()
+    parts = [p for p in (x.strip() for x in parts) if p]
+    if len(parts) != n or not all(p.isdigit() for p in parts):
+        raise InputFormatError(
+            path,
+            f"bad dimension line {line.strip()[:60]!r}",
+            where=lineno,
+            expected=f"{n} non-negative integers",
+        )
+    return [int(p) for p in parts]
+
+
+def read_gct_header(path: PathLike) -> GCTHeader:
+    """Parse and validate the header of a GCT file (cheap: reads only the header lines)."""
+    path = check_readable(path)
+    with translate_errors(path, what="GCT file"), open_text(path) as fh:
+        first = fh.readline().rstrip("\r\n")
+        version = first.strip().lstrip("#")
+        if not first.startswith("#") or version not in ("1.2", "1.3"):
+            raise InputFormatError(
+                path, f"first line is {first[:40]!r}", where=1, expected="'#1.2' or '#1.3'"
+            )
+        dims_line = fh.readline()
+        if version == "1.3":
+            n_genes, n_samples, n_rmeta, n_cmeta = _ints(path, dims_line, 4, 2)
+        else:
+            n_genes, n_samples = _ints(path, dims_line, 2, 2)
+            n_rmeta, n_cmeta = 1, 0
+        head = fh.readline().rstrip("\r\n").split("\t")
+        if len(head) != 1 + n_rmeta + n_samples:
+            raise InputFormatError(
+                path,
+                f"header row has {len(head)} fields",
+                where=3,
+                expected=f"{1 + n_rmeta + n_samples} (id + {n_rmeta} row metadata + "
+                f"{n_samples} samples, from line 2)",
+            )
+        row_names = head[1 : 1 + n_rmeta]
+        samples = head[1 + n_rmeta :]
+        check_unique(path, samples, what="sample", where=3)
+        check_unique(path, row_names, what="row metadata", where=3)
+        if any(not s.strip() for s in samples):
+            raise InputFormatError(path, "empty sample id", where=3, expected="non-empty ids")
+        col_meta: dict[str, list[str]] = {}
+        for k in range(n_cmeta):
+            lineno = 4 + k
+            raw = fh.readline()
+            if not raw:
+                raise InputFormatError(
+                    path,
+                    "file ends inside the column metadata",
+                    where=lineno,
+                    expected=f"{n_cmeta} column metadata lines (from line 2)",
+                )
+            fields = raw.rstrip("\r\n").split("\t")
+            if len(fields) != len(head):
+                raise InputFormatError(
+                    path,
+                    f"column metadata row has {len(fields)} fields",
+                    where=lineno,
+                    expected=f"{len(head)} fields like the header row",
+                )
+            if fields[0] in col_meta:
+                raise InputFormatError(
+                    path,
+                    f"duplicate column metadata {fields[0]!r}",
+                    where=lineno,
+                    expected="unique names",
+                )
+            col_meta[fields[0]] = fields[1 + n_rmeta :]
+    return GCTHeader(
+        version=version,
+        n_genes=n_genes,
+        n_samples=n_samples,
+        row_meta_names=row_names,
+        sample_ids=samples,
+        col_meta=col_meta,
+        data_start=4 + n_cmeta,
+    )
+
+
+def _check_ragged(path: PathLike, hdr: GCTHeader, rows: np.ndarray) -> None:
+    """Rows whose last value parsed as missing: make sure the field is really there."""
+    wanted = {int(hdr.data_start + r) for r in rows}
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lineno in wanted:
+                n = line.rstrip("\r\n").count("\t") + 1
+                if n != hdr.n_fields:
+                    raise InputFormatError(
+                        path,
+                        f"row has {n} fields",
+                        where=lineno,
+                        expected=f"{hdr.n_fields} (id + {len(hdr.row_meta_names)} metadata + "
+                        f"{hdr.n_samples} samples)",
+                    )
+                wanted.discard(lineno)
+                if not wanted:
+                    return
+
+
+def _read_body(
+    path: PathLike,
+    hdr: GCTHeader,
+    *,
+    sample_pos: Sequence[int] | None = None,
+    with_meta: bool = True,
+    chunk_rows: int = _CHUNK_ROWS,
+) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
+    """Data rows -> (gene ids, row metadata texts, samples x genes float32 matrix)."""
+    n_meta = len(hdr.row_meta_names)
+    first_data = 1 + n_meta
+    pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
+    data_cols = [first_data + p for p in pos]
+    meta_cols = list(range(1, first_data)) if with_meta else []
+    usecols: list[int] | None = [0, *meta_cols, *data_cols]
+    last_col = hdr.n_fields - 1
+    if last_col not in usecols:
+        usecols.append(last_col)  # always parsed so short (ragged) rows can be detected
+    cols = list(usecols)
+    if len(cols) == hdr.n_fields:
+        usecols = None  # without usecols the parser also rejects rows with extra fields
+    dtype: dict[int, object] = {c: str for c in (0, *meta_cols)}
+    dtype.update({c: np.float32 for c in cols if c >= first_data})
+    reader = pd.read_csv(
+        path,
+        sep="\t",
+        header=None,
+        names=list(range(hdr.n_fields)),
+        usecols=usecols,
+        skiprows=hdr.data_start - 1,
+        dtype=dtype,  # type: ignore[arg-type]
+        keep_default_na=False,
+        na_values={c: list(NA_TOKENS) for c in cols if c >= first_data},
+        quoting=csv.QUOTE_NONE,
+        compression="gzip" if is_gzip(path) else None,
+        chunksize=chunk_rows,
+        engine="c",
+        encoding="utf-8",
+    )
+    out = np.empty((len(pos), hdr.n_genes), dtype=np.float32)
+    ids: list[str] = []
+    meta: dict[str, list[str]] = {n: [] for n in (hdr.row_meta_names if with_meta else [])}
+    done = 0
+    try:
+        for chunk in reader:
+            n = len(chunk)
+            if done + n > hdr.n_genes:
+                raise InputFormatError(
+                    path,
+                    f"more than {hdr.n_genes} data rows",
+                    where=hdr.data_start + hdr.n_genes,
+                    expected=f"{hdr.n_genes} genes (from line 2)",
+                )
+            if hdr.n_samples:
+                last = chunk[last_col].to_numpy()
+                short = np.flatnonzero(pd.isna(last))
+                if short.size:
+                    _check_ragged(path, hdr, done + short)
+            ids.extend(chunk[0].tolist())
+            for name, c in zip(meta, meta_cols):
+                meta[name].extend(chunk[c].tolist())
+            out[:, done : done + n] = chunk[data_cols].to_numpy(dtype=np.float32).T
+            done += n
+    except pd.errors.ParserError as exc:
+        raise parser_error(path, exc) from exc
+    except ValueError as exc:
+        if isinstance(exc, InputFormatError) or "convert" not in str(exc):
+            raise
+        bad = locate_bad_number(path, first_line=hdr.data_start, first_field=first_data)
+        if bad is None:
+            raise
+        raise InputFormatError(
+            path,
+            f"non-numeric value {bad[2][:30]!r} in field {bad[1]}",
+            where=bad[0],
+            expected="a number or NA/NaN/empty for missing",
+        ) from exc
+    if done != hdr.n_genes:
+        raise InputFormatError(
+            path, f"{done} data rows", where=2, expected=f"{hdr.n_genes} genes as line 2 says"
+        )
+    if any(not isinstance(i, str) or not i.strip() for i in ids):
+        bad_row = next(k for k, i in enumerate(ids) if not isinstance(i, str) or not i.strip())
+        raise InputFormatError(
+            path,
+            "empty gene id",
+            where=hdr.data_start + bad_row,
+            expected="a gene id in the first field",
+        )
+    check_unique(path, ids, what="gene", where=f"data rows from line {hdr.data_start}")
+    return ids, meta, out
+
+
+def _scale(hdr: GCTHeader) -> str:
+    texts = {t.strip() for t in hdr.col_meta.get("values", [])}
+    scales = {scale_from_text(t) for t in texts}
+    return scales.pop() or "unknown" if len(scales) == 1 else "unknown"
+
+
+def _assemble(
+    path: PathLike,
+    hdr: GCTHeader,
+    ids: list[str],
+    meta: dict[str, list[str]],
+    values: np.ndarray,
+    sample_pos: Sequence[int] | None = None,
+) -> ExpressionData:
+    pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
+    sample_ids = pd.Index([hdr.sample_ids[p] for p in pos], dtype=object)
+    gene_index = pd.Index(ids, dtype=object)
+    genes = add_derived_gene_columns(meta_frame(meta, gene_index))
+    col_meta = {k: [v[p] for p in pos] for k, v in hdr.col_meta.items()}
+    samples = meta_frame(col_meta, sample_ids)
+    return ExpressionData(
+        values=values,
+        gene_ids=gene_index,
+        sample_ids=sample_ids,
+        genes=genes,
+        samples=samples,
+        scale=_scale(hdr),
+        gene_id_kind=guess_gene_id_kind(ids),
+        source=str(path),
+    )
+
+
+def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None) -> ExpressionData:
+    """Read a GCT 1.2/1.3 file (optionally gzip-compressed) as samples x genes.
+
+    Parameters
+    ----------
+    path
+        The ``.gct`` or ``.gct.gz`` file.
+    sample_ids
+        Read only these samples (columns), in this order.
+
+    Raises
+    ------
+    InputFormatError
+        Wrong version line, dimensions that disagree with the body, ragged rows,
+        non-numeric values, duplicate ids, truncated gzip, empty file.
+    """
+    hdr = read_gct_header(path)
+    pos = _positions(path, hdr, sample_ids)
+    with translate_errors(path, what="GCT file"):
+        ids, meta, values = _read_body(path, hdr, sample_pos=pos)
+        return _assemble(path, hdr, ids, meta, values, pos)
+
+
+def _positions(
+    path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None
+) -> list[int] | None:
+    if sample_ids is None:
+        return None
+    lookup = {s: i for i, s in enumerate(hdr.sample_ids)}
+    absent = [s for s in sample_ids if s not in lookup]
+    if absent:
+        raise InputFormatError(path, f"unknown sample ids: {', '.join(absent[:5])}", where=3)
+    return [lookup[s] for s in sample_ids]
+
+
+def iter_gct_blocks(
+    path: PathLike, *, block_size: int, genes: Sequence[str] | None = None
+) -> Iterator[ExpressionData]:
+    """Yield consecutive blocks of ``block_size`` samples.
+
+    GCT stores samples as columns, so each block is one pass over the file that converts
+    only that block's columns: memory stays proportional to the block, time to
+    (number of blocks) x (file parse time). Use GCTX for large files.
+    """
+    hdr = read_gct_header(path)
+    for start in range(0, hdr.n_samples, max(1, block_size)):
+        pos = list(range(start, min(start + block_size, hdr.n_samples)))
+        with translate_errors(path, what="GCT file"):
+            ids, meta, values = _read_body(path, hdr, sample_pos=pos)
+            block = _assemble(path, hdr, ids, meta, values, pos)
+        yield block if genes is None else block.select_genes(list(genes))
+
+
+def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:
+    """``(n_samples, n_genes, gene_ids)`` reading the header and the id column only."""
+    hdr = read_gct_header(path)
+    with translate_errors(path, what="GCT file"):
+        ids = pd.read_csv(
+            path,
+            sep="\t",
+            header=None,
+            usecols=[0],
+            skiprows=hdr.data_start - 1,
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            compression="gzip" if is_gzip(path) else None,
+        )[0].tolist()
+    if len(ids) != hdr.n_genes:
+        raise InputFormatError(
+            path, f"{len(ids)} data rows", where=2, expected=f"{hdr.n_genes} genes as line 2 says"
+        )
+    return hdr.n_samples, hdr.n_genes, ids
+
+
+# --------------------------------------------------------------------------- writing
+def _check_text(values: Sequence[str], what: str) -> None:
+    for v in values:
+        if "\t" in v or "\n" in v or "\r" in v:
+            raise GeneinferError(
+                f"cannot write {what} {v[:40]!r} to GCT: contains a tab or newline"
+            )
+
+
+def write_gct(
+    data: ExpressionData,
+    path: PathLike,
+    *,
+    version: str = "1.3",
+    chunk_rows: int = 1000,
+    compresslevel: int = 6,
+) -> None:
+    """Write ``data`` as GCT (``.gz`` in the name -> gzip-compressed).
+
+    Version 1.3 (default) keeps all gene metadata (row metadata) and sample metadata
+    (column metadata). ``version="1.2"`` is allowed only without sample metadata; its
+    ``Description`` column comes from gene metadata ``Description`` (else ``na``).
+    Values are written so that reading them back as float32 reproduces them exactly; NaN is
+    written as ``NaN``. The file appears only when complete (atomic write).
+    """
+    genes = strip_derived_gene_columns(data.genes)
+    samples = data.samples
+    if version == "1.2":
+        if samples.shape[1] or set(genes.columns) - {"Description"}:
+            raise GeneinferError("GCT 1.2 cannot hold sample or gene metadata; write 1.3")
+        desc = (
+            genes["Description"]
+            if "Description" in genes
+            else pd.Series(["na"] * data.n_genes, index=data.gene_ids)
+        )
+        genes = pd.DataFrame({"Description": desc}, index=data.gene_ids)
+    elif version != "1.3":
+        raise GeneinferError(f"unknown GCT version {version!r}; expected '1.2' or '1.3'")
+    gene_ids = [str(g) for g in data.gene_ids]
+    sample_ids = [str(s) for s in data.sample_ids]
+    _check_text(gene_ids, "gene id")
+    _check_text(sample_ids, "sample id")
+    if any(not g.strip() for g in [*gene_ids, *sample_ids]):
+        raise GeneinferError("cannot write an empty gene or sample id to GCT")
+    row_cols = {str(c): meta_strings(genes[c]) for c in genes.columns}
+    col_cols = {str(c): meta_strings(samples[c]) for c in samples.columns}
+    for name, vals in [*row_cols.items(), *col_cols.items()]:
+        _check_text([name, *vals], "metadata")
+    gz = str(path).endswith(".gz")
+    with atomic_path(path) as tmp:
+        fh = (
+            gzip.open(tmp, "wt", encoding="utf-8", compresslevel=compresslevel, newline="")
+            if gz
+            else open(tmp, "w", encoding="utf-8", newline="")
+        )
+        with fh:
+            _write_lines(fh, data, version, gene_ids, sample_ids, row_cols, col_cols, chunk_rows)
+
+
+def _write_lines(
+    fh,
+    data: ExpressionData,
+    version: str,
+    gene_ids: list[str],
+    sample_ids: list[str],
+    row_cols: dict[str, list[str]],
+    col_cols: dict[str, list[str]],
+    chunk_rows: int,
+) -> None:
+    n_r = len(row_cols)
+    if version == "1.3":
+        fh.write(f"#1.3\n{data.n_genes}\t{data.n_samples}\t{n_r}\t{len(col_cols)}\n")
+        fh.write("\t".join(["id", *row_cols, *sample_ids]) + "\n")
+        for name, vals in col_cols.items():
+            fh.write("\t".join([name, *(["na"] * n_r), *vals]) + "\n")
+    else:
+        fh.write(f"#1.2\n{data.n_genes}\t{data.n_samples}\n")
+        fh.write("\t".join(["Name", "Description", *sample_ids]) + "\n")
+    meta_lists = list(row_cols.values())
+    for start in range(0, data.n_genes, chunk_rows):
+        stop = min(start + chunk_rows, data.n_genes)
+        lines = format_block(data.values[:, start:stop].T)
+        out = []
+        for k, line in zip(range(start, stop), lines):
+            prefix = "\t".join([gene_ids[k], *(m[k] for m in meta_lists)])
+            out.append(f"{prefix}\t{line}\n" if data.n_samples else f"{prefix}\n")
+        fh.write("".join(out))

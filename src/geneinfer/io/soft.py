@@ -1,0 +1,456 @@
+"""GEO SOFT family files and GEO series-matrix files (read only).
+
+SOFT (``GSE*_family.soft.gz``): ``^PLATFORM`` / ``^SAMPLE`` blocks with ``!Key = value``
+attributes and tables between ``!platform_table_begin`` / ``!sample_table_begin`` and the
+matching ``_end`` line. :func:`read_soft` returns one :class:`ExpressionData` per platform:
+genes = the platform table's ids (its columns, e.g. ``Gene Symbol``, ``ENTREZ_GENE_ID``,
+become gene metadata), samples = the samples on that platform (``VALUE`` column), sample
+attributes (title, source, characteristics, description, ...) become sample metadata.
+
+Series matrix (``GSE*_series_matrix.txt.gz``): ``!Sample_*`` header lines (one value per
+sample, quoted) and a genes x samples table between ``!series_matrix_table_begin`` and
+``!series_matrix_table_end``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from geneinfer.data import ExpressionData
+from geneinfer.errors import InputFormatError
+from geneinfer.io._common import (
+    NA_TOKENS,
+    PathLike,
+    add_derived_gene_columns,
+    check_readable,
+    check_unique,
+    guess_gene_id_kind,
+    guess_scale,
+    is_gzip,
+    meta_frame,
+    open_text,
+    scale_from_text,
+    translate_errors,
+)
+
+_NA = frozenset(NA_TOKENS)
+_ENTITY = re.compile(r"^\^(\w+)\s*=\s*(.*)$")
+_SKIP_SAMPLE_KEYS = re.compile(
+    r"^(contact_|data_row_count|supplementary_file|status|"
+    r"submission_date|last_update_date)"
+)
+
+
+@dataclass
+class _Block:
+    kind: str
+    acc: str
+    line: int
+    attrs: dict[str, list[str]] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # "#COL = description"
+    header: list[str] | None = None
+    rows: list[list[str]] = field(default_factory=list)
+    table_line: int = 0
+
+
+def _parse_blocks(path: PathLike, keep: set[str] | None) -> list[_Block]:
+    """Stream the SOFT file into blocks; sample tables of unwanted platforms are skipped."""
+    blocks: list[_Block] = []
+    cur: _Block | None = None
+    in_table = False
+    skip_rows = False
+    with open_text(path) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\r\n")
+            if in_table:
+                if line.startswith("!") and line.lower().endswith("_table_end"):
+                    in_table = False
+                elif cur.header is None:  # type: ignore[union-attr]
+                    cur.header = line.split("\t")  # type: ignore[union-attr]
+                    cur.table_line = lineno  # type: ignore[union-attr]
+                elif not skip_rows:
+                    cur.rows.append(line.split("\t"))  # type: ignore[union-attr]
+                continue
+            if not line.strip():
+                continue
+            if lineno == 1 and not line.startswith(("^", "!", "#")):
+                raise InputFormatError(
+                    path,
+                    f"first line is {line[:40]!r}",
+                    where=1,
+                    expected="a GEO SOFT file starting with '^'",
+                )
+            m = _ENTITY.match(line)
+            if m:
+                cur = _Block(kind=m.group(1).upper(), acc=m.group(2).strip(), line=lineno)
+                blocks.append(cur)
+            elif cur is None:
+                raise InputFormatError(
+                    path,
+                    f"line {line[:40]!r} outside any block",
+                    where=lineno,
+                    expected="'^DATABASE', '^SERIES', '^PLATFORM' or '^SAMPLE'",
+                )
+            elif line.startswith("!") and line.lower().endswith("_table_begin"):
+                in_table = True
+                plat = (cur.attrs.get("platform_id") or [""])[0]
+                skip_rows = keep is not None and (
+                    (cur.kind == "SAMPLE" and plat not in keep)
+                    or (cur.kind == "PLATFORM" and cur.acc not in keep)
+                )
+            elif line.startswith("!"):
+                key, _, val = line[1:].partition("=")
+                key = key.strip()
+                key = key.split("_", 1)[1] if "_" in key else key
+                cur.attrs.setdefault(key, []).append(val.strip())
+            elif line.startswith("#"):
+                key, _, val = line[1:].partition("=")
+                cur.columns[key.strip()] = val.strip()
+    if in_table:
+        raise InputFormatError(
+            path,
+            "file ends inside a data table",
+            where=cur.line if cur else None,
+            expected="'!..._table_end'",
+        )
+    return blocks
+
+
+def _table_frame(path: PathLike, block: _Block) -> pd.DataFrame:
+    if not block.header:
+        raise InputFormatError(
+            path,
+            f"{block.kind.lower()} {block.acc} has no table",
+            where=block.line,
+            expected="a header line after '_table_begin'",
+        )
+    width = len(block.header)
+    for k, row in enumerate(block.rows):
+        if len(row) != width:
+            raise InputFormatError(
+                path,
+                f"table row of {block.acc} has {len(row)} fields",
+                where=block.table_line + 1 + k,
+                expected=f"{width} like its header",
+            )
+    frame = pd.DataFrame(block.rows, columns=block.header, dtype=object)
+    ids = frame.iloc[:, 0].tolist()
+    check_unique(path, ids, what=f"{block.acc} row", where=block.table_line)
+    return frame
+
+
+def _numbers(path: PathLike, texts: list[str], block: _Block, col: int) -> np.ndarray:
+    arr = np.array([t.strip() for t in texts], dtype=object)
+    na = np.isin(arr, list(_NA))
+    try:
+        out = np.full(len(texts), np.nan, dtype=np.float32)
+        out[~na] = arr[~na].astype(np.float64)
+        return out
+    except ValueError:
+        pass  # find the offending cell below for a precise message
+    for k, t in enumerate(texts):
+        t = t.strip()
+        if t in _NA:
+            out[k] = np.nan
+            continue
+        try:
+            out[k] = float(t)
+        except ValueError:
+            raise InputFormatError(
+                path,
+                f"non-numeric value {t[:30]!r} in {block.acc} column {col + 1}",
+                where=block.table_line + 1 + k,
+                expected="a number or NA/empty for missing",
+            ) from None
+    return out
+
+
+def _sample_meta(samples: list[_Block]) -> pd.DataFrame:
+    cols: dict[str, list[str]] = {}
+    keys: list[str] = []
+    for s in samples:
+        for k in s.attrs:
+            if k not in keys and not _SKIP_SAMPLE_KEYS.match(k):
+                keys.append(k)
+    for k in keys:
+        cols[k] = ["; ".join(s.attrs.get(k, [])) for s in samples]
+    index = pd.Index([s.acc for s in samples], dtype=object)
+    return meta_frame(cols, index)
+
+
+def _scale(samples: list[_Block], values: np.ndarray) -> str:
+    texts = []
+    for s in samples:
+        texts.append(s.columns.get("VALUE", ""))
+        texts.extend(s.attrs.get("data_processing", []))
+    named = {scale_from_text(t) for t in texts} - {None}
+    if len(named) == 1:
+        return named.pop()  # type: ignore[return-value]
+    return guess_scale(values)
+
+
+def _platform_data(
+    path: PathLike, plat: _Block | None, plat_id: str, samples: list[_Block]
+) -> ExpressionData:
+    genes_meta: pd.DataFrame | None = None
+    order: list[str] = []
+    if plat is not None and plat.header:
+        table = _table_frame(path, plat)
+        order = table.iloc[:, 0].tolist()
+        genes_meta = meta_frame(
+            {c: table[c].tolist() for c in table.columns[1:]}, pd.Index(order, dtype=object)
+        )
+    seen = set(order)
+    per_sample: list[pd.Series] = []
+    for s in samples:
+        table = _table_frame(path, s)
+        if "VALUE" not in table.columns:
+            raise InputFormatError(
+                path,
+                f"sample {s.acc} table has no VALUE column",
+                where=s.table_line,
+                expected="columns ID_REF, VALUE, ...",
+            )
+        col = list(table.columns).index("VALUE")
+        ids = table.iloc[:, 0].tolist()
+        vals = _numbers(path, table["VALUE"].tolist(), s, col)
+        for i in ids:
+            if i not in seen:
+                seen.add(i)
+                order.append(i)
+        per_sample.append(pd.Series(vals, index=pd.Index(ids, dtype=object)))
+    gene_index = pd.Index(order, dtype=object)
+    values = np.full((len(samples), len(order)), np.nan, dtype=np.float32)
+    for k, ser in enumerate(per_sample):
+        values[k, gene_index.get_indexer(ser.index)] = ser.to_numpy()
+    genes_meta = (
+        pd.DataFrame(index=gene_index) if genes_meta is None else genes_meta.reindex(gene_index)
+    )
+    return ExpressionData(
+        values=values,
+        gene_ids=gene_index,
+        sample_ids=[s.acc for s in samples],
+        genes=add_derived_gene_columns(genes_meta),
+        samples=_sample_meta(samples),
+        scale=_scale(samples, values),
+        gene_id_kind=guess_gene_id_kind(order),
+        source=f"{path} [{plat_id}]",
+    )
+
+
+def soft_platforms(path: PathLike) -> list[str]:
+    """Platform ids that have samples in a SOFT file (cheap scan of the ``^`` lines)."""
+    check_readable(path)
+    found: list[str] = []
+    with translate_errors(path, what="GEO SOFT file"), open_text(path) as fh:
+        for line in fh:
+            if line.startswith("!Sample_platform_id"):
+                pid = line.partition("=")[2].strip()
+                if pid not in found:
+                    found.append(pid)
+    return found
+
+
+def read_soft(
+    path: PathLike, *, platforms: Iterable[str] | None = None
+) -> dict[str, ExpressionData]:
+    """Read a GEO SOFT family file: ``{platform id: samples of that platform}``.
+
+    Parameters
+    ----------
+    platforms
+        Only build these platforms (other samples' tables are skipped while reading).
+    """
+    check_readable(path)
+    keep = None if platforms is None else set(platforms)
+    with translate_errors(path, what="GEO SOFT file"):
+        blocks = _parse_blocks(path, keep)
+        plats = {b.acc: b for b in blocks if b.kind == "PLATFORM"}
+        samples = [b for b in blocks if b.kind == "SAMPLE"]
+        if not samples:
+            raise InputFormatError(path, "no ^SAMPLE blocks", expected="a GEO SOFT family file")
+        check_unique(path, [s.acc for s in samples], what="sample", where="^SAMPLE lines")
+        by_plat: dict[str, list[_Block]] = {}
+        for s in samples:
+            pid = (s.attrs.get("platform_id") or [""])[0]
+            if not pid:
+                raise InputFormatError(
+                    path,
+                    f"sample {s.acc} has no !Sample_platform_id",
+                    where=s.line,
+                    expected="a platform id per sample",
+                )
+            by_plat.setdefault(pid, []).append(s)
+        if keep is not None:
+            absent = keep - set(by_plat)
+            if absent:
+                raise InputFormatError(
+                    path,
+                    f"no samples on platform {', '.join(sorted(absent))}",
+                    expected=f"one of {', '.join(by_plat)}",
+                )
+            by_plat = {k: v for k, v in by_plat.items() if k in keep}
+        return {pid: _platform_data(path, plats.get(pid), pid, ss) for pid, ss in by_plat.items()}
+
+
+def read_soft_platform(path: PathLike, *, platform: str | None = None) -> ExpressionData:
+    """One platform of a SOFT file; ``platform`` is required when there are several."""
+    if platform is None:
+        found = soft_platforms(path)
+        if len(found) > 1:
+            raise InputFormatError(
+                path,
+                f"has samples on {len(found)} platforms: {', '.join(found)}",
+                expected="a platform choice (platform=... / --platform GPLxxx)",
+            )
+        if not found:
+            raise InputFormatError(
+                path, "no sample has a !Sample_platform_id", expected="a GEO SOFT family file"
+            )
+        platform = found[0]
+    return read_soft(path, platforms=[platform])[platform]
+
+
+# --------------------------------------------------------------------------- series matrix
+_TABLE_BEGIN = "!series_matrix_table_begin"
+_TABLE_END = "!series_matrix_table_end"
+
+
+def _split_quoted(line: str) -> list[str]:
+    return next(csv.reader([line], delimiter="\t", quotechar='"'))
+
+
+def read_series_matrix(path: PathLike) -> ExpressionData:
+    """Read a GEO series-matrix file (``GSE*_series_matrix.txt[.gz]``) as samples x genes."""
+    path = check_readable(path)
+    with translate_errors(path, what="GEO series-matrix file"):
+        attrs: dict[str, list[list[str]]] = {}
+        begin = end = 0
+        with open_text(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                line = raw.rstrip("\r\n")
+                if lineno == 1 and not line.startswith("!"):
+                    raise InputFormatError(
+                        path,
+                        f"first line is {line[:40]!r}",
+                        where=1,
+                        expected="'!Series_...' header lines",
+                    )
+                if line.startswith(_TABLE_BEGIN):
+                    begin = lineno
+                elif line.startswith(_TABLE_END):
+                    end = lineno
+                    break
+                elif not begin and line.startswith("!Sample_"):
+                    fields = _split_quoted(line)
+                    attrs.setdefault(fields[0][len("!Sample_") :], []).append(fields[1:])
+        if not begin:
+            raise InputFormatError(path, "no data table", expected=f"a '{_TABLE_BEGIN}' line")
+        if not end:
+            raise InputFormatError(
+                path,
+                "file ends inside the data table",
+                where=lineno,
+                expected=f"a '{_TABLE_END}' line",
+            )
+        table = pd.read_csv(
+            path,
+            sep="\t",
+            skiprows=begin,
+            nrows=end - begin - 2,
+            header=0,
+            dtype=str,
+            keep_default_na=False,
+            quotechar='"',
+            compression="gzip" if is_gzip(path) else None,
+        )
+        return _matrix_data(path, table, attrs, begin)
+
+
+def _check_short_rows(path: PathLike, table: pd.DataFrame, begin: int) -> None:
+    """Rows whose last cell is empty: a real empty cell, or a row with too few fields?"""
+    if table.shape[1] < 2:
+        return
+    last = table.iloc[:, -1].to_numpy()
+    rows = np.flatnonzero(pd.isna(last) | (last == ""))
+    wanted = {int(begin + 2 + r) for r in rows}
+    if not wanted:
+        return
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if lineno in wanted:
+                n = len(_split_quoted(line.rstrip("\r\n")))
+                if n != table.shape[1]:
+                    raise InputFormatError(path, f"row has {n} fields", where=lineno,
+                                           expected=f"{table.shape[1]} fields like the header")
+                wanted.discard(lineno)
+                if not wanted:
+                    return
+
+
+def _matrix_data(
+    path: PathLike, table: pd.DataFrame, attrs: dict[str, list[list[str]]], begin: int
+) -> ExpressionData:
+    if table.shape[1] < 1 or table.columns[0] != "ID_REF":
+        raise InputFormatError(
+            path,
+            "table header does not start with ID_REF",
+            where=begin + 1,
+            expected='"ID_REF" then one GSM id per sample',
+        )
+    sample_ids = [str(c) for c in table.columns[1:]]
+    check_unique(path, sample_ids, what="sample", where=begin + 1)
+    ids = table.iloc[:, 0].tolist()
+    check_unique(path, ids, what="gene", where=f"table from line {begin + 1}")
+    _check_short_rows(path, table, begin)
+    body = table.iloc[:, 1:].to_numpy()
+    values = np.empty(body.shape, dtype=np.float32)
+    na = np.isin(body, list(NA_TOKENS))
+    try:
+        values[~na] = np.asarray(body[~na], dtype=np.float64)
+    except ValueError:
+        for (r, c), t in np.ndenumerate(body):
+            if not na[r, c]:
+                try:
+                    float(t)
+                except ValueError:
+                    raise InputFormatError(
+                        path,
+                        f"non-numeric value {str(t)[:30]!r} for {sample_ids[c]}",
+                        where=begin + 2 + r,
+                        expected="a number or NA/empty for missing",
+                    ) from None
+        raise
+    values[na] = np.nan
+    values = values.T
+    meta: dict[str, list[str]] = {}
+    for key, rows in attrs.items():
+        for row in rows:
+            if len(row) != len(sample_ids):
+                raise InputFormatError(
+                    path,
+                    f"!Sample_{key} has {len(row)} values",
+                    expected=f"{len(sample_ids)} (one per sample in the table)",
+                )
+        if _SKIP_SAMPLE_KEYS.match(key):
+            continue
+        meta[key] = ["; ".join(parts) for parts in zip(*rows)]
+    samples = meta_frame(meta, pd.Index(sample_ids, dtype=object))
+    texts = meta.get("data_processing", [])
+    named = {scale_from_text(t) for t in texts} - {None}
+    scale = named.pop() if len(named) == 1 else guess_scale(values)
+    return ExpressionData(
+        values=values,
+        gene_ids=ids,
+        sample_ids=sample_ids,
+        samples=samples,
+        scale=scale,
+        gene_id_kind=guess_gene_id_kind(ids),
+        source=str(path),
+    )

@@ -1,0 +1,354 @@
+"""Sufficient statistics of many least-squares problems sharing one design matrix.
+
+Every classical model here (OLS, ridge, lasso, KNN-GE, PCR) needs only the centred Gram
+matrices ``C_xx = X_c'X_c`` (landmarks x landmarks), ``C_xy = X_c'Y_c`` (landmarks x
+targets), the per-target sums of squares ``diag(Y_c'Y_c)``, the means and the count.
+:class:`GramStats` accumulates them over row blocks, so a fit touches each sample once and
+the data never has to be in memory at once (``partial_fit`` / ``fit_blocks``).
+
+Precision versus speed
+----------------------
+The cost is the ``X'Y`` product (``2 n p T`` flops). In float32 BLAS it runs about twice as
+fast as in float64, but raw log2 expression (values ~10, spread ~1) loses about one decimal
+digit to cancellation when sums of products are formed around zero. So each block is
+*shifted* by a fixed per-gene reference (the means of the first block) before the float32
+product, and the per-block products are summed in float64; the exact centring is applied
+at the end with the rank-one correction of the shifted-data algorithm. With blocks of a
+few thousand rows the float32 rounding error of each block is that of a few thousand
+well-centred terms. ``precision="float64"`` does every product in float64 instead (about
+2x slower); ``benchmarks/bench_linear.py`` measures both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from scipy import linalg
+
+from geneinfer.errors import GeneinferError, InputFormatError
+
+Precision = Literal["float32", "float64"]
+
+#: rows per block when an in-memory matrix is processed in pieces: keeps the shifted copy
+#: of a target block near 64 MB, large enough for BLAS to run at full speed
+_TARGET_BLOCK_BYTES = 64 * 2**20
+
+
+def default_block_rows(n_targets: int) -> int:
+    """Rows per block so that one float32 block of ``n_targets`` columns is ~64 MB."""
+    return int(max(256, min(16384, _TARGET_BLOCK_BYTES // (4 * max(1, n_targets)))))
+
+
+@dataclass
+class CenteredGram:
+    """Centred second moments of a data set (the result of :meth:`GramStats.centered`)."""
+
+    n: int
+    mean_x: np.ndarray  # (p,)
+    mean_y: np.ndarray  # (T,)
+    cxx: np.ndarray  # (p, p) sum over samples of (x - mean_x)(x - mean_x)'
+    cxy: np.ndarray  # (p, T)
+    cyy: np.ndarray  # (T,) sum of (y - mean_y)^2
+
+
+@dataclass
+class Moments:
+    """Second moments of a data set about given reference vectors (for validation error)."""
+
+    n: int
+    sxx: np.ndarray
+    sxy: np.ndarray
+    syy: np.ndarray
+
+
+class GramStats:
+    """Running sums ``n``, ``sum x``, ``sum y``, ``X'X``, ``X'Y``, ``diag(Y'Y)`` over row blocks.
+
+    Values are accumulated about a fixed shift (the first block's means, or the shifts
+    given) in float64; each block's products run in ``precision``.
+
+    Parameters
+    ----------
+    precision
+        ``"float32"`` (default) or ``"float64"``: dtype of the per-block matrix products.
+    shift_x, shift_y
+        Reference vectors; default: the means of the first block. Two ``GramStats`` with the
+        same shifts can be added with ``+=``.
+    """
+
+    def __init__(
+        self,
+        *,
+        precision: Precision = "float32",
+        shift_x: np.ndarray | None = None,
+        shift_y: np.ndarray | None = None,
+    ) -> None:
+        if precision not in ("float32", "float64"):
+            raise GeneinferError(f"precision must be 'float32' or 'float64', got {precision!r}")
+        self.precision = precision
+        self.dtype = np.dtype(precision)
+        self.n = 0
+        self.shift_x = None if shift_x is None else np.asarray(shift_x, dtype=np.float64)
+        self.shift_y = None if shift_y is None else np.asarray(shift_y, dtype=np.float64)
+        self.sx: np.ndarray | None = None
+        self.sy: np.ndarray | None = None
+        self.sxx: np.ndarray | None = None
+        self.sxy: np.ndarray | None = None
+        self.syy: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ accumulation
+    @property
+    def n_features(self) -> int | None:
+        return None if self.sxx is None else self.sxx.shape[0]
+
+    @property
+    def n_targets(self) -> int | None:
+        return None if self.syy is None else self.syy.shape[0]
+
+    def _init_sums(self, p: int, t: int) -> None:
+        self.sx = np.zeros(p)
+        self.sy = np.zeros(t)
+        self.sxx = np.zeros((p, p))
+        self.sxy = np.zeros((p, t))
+        self.syy = np.zeros(t)
+
+    def update(
+        self, X: np.ndarray, Y: np.ndarray, *, where: str = "block", check: bool = True
+    ) -> GramStats:
+        """Add the rows of one block (``X``: n x p, ``Y``: n x T). Returns ``self``.
+
+        ``check=False`` skips the scan for missing values (when the caller validated).
+        """
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if X.ndim != 2 or Y.ndim != 2 or X.shape[0] != Y.shape[0]:
+            raise GeneinferError(
+                f"{where}: landmark block {X.shape} and target block {Y.shape} do not match "
+                "(expected 2-D arrays with the same number of rows)"
+            )
+        if X.shape[0] == 0:
+            return self
+        if self.sxx is None:
+            self._init_sums(X.shape[1], Y.shape[1])
+        elif X.shape[1] != self.n_features or Y.shape[1] != self.n_targets:
+            raise GeneinferError(
+                f"{where}: {X.shape[1]} landmarks and {Y.shape[1]} targets, but earlier blocks "
+                f"had {self.n_features} and {self.n_targets}"
+            )
+        for arr, what in ((X, "landmark"), (Y, "target")):
+            if check and not np.isfinite(arr).all():
+                bad = int((~np.isfinite(arr)).sum())
+                raise GeneinferError(
+                    f"{where}: {bad} missing or infinite {what} values; impute or drop them "
+                    "before fitting (expected finite numbers)"
+                )
+        if self.shift_x is None:
+            self.shift_x = X.mean(axis=0, dtype=np.float64)
+        if self.shift_y is None:
+            self.shift_y = Y.mean(axis=0, dtype=np.float64)
+        xs = X.astype(self.dtype, copy=True)
+        xs -= self.shift_x.astype(self.dtype)
+        ys = Y.astype(self.dtype, copy=True)
+        ys -= self.shift_y.astype(self.dtype)
+        self.n += X.shape[0]
+        self.sx += xs.sum(axis=0, dtype=np.float64)
+        self.sy += ys.sum(axis=0, dtype=np.float64)
+        self.sxx += xs.T @ xs
+        self.sxy += xs.T @ ys
+        self.syy += np.einsum("ij,ij->j", ys, ys, dtype=np.float64)
+        return self
+
+    def __iadd__(self, other: GramStats) -> GramStats:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                  for k, v in other.__dict__.items()})
+            return self
+        if not (np.array_equal(self.shift_x, other.shift_x)
+                and np.array_equal(self.shift_y, other.shift_y)):
+            raise ValueError("GramStats with different shifts cannot be added")
+        self.n += other.n
+        for key in ("sx", "sy", "sxx", "sxy", "syy"):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        return self
+
+    # ------------------------------------------------------------------ results
+    def centered(self) -> CenteredGram:
+        """Means and centred second moments of all rows seen so far."""
+        if self.n == 0 or self.sxx is None:
+            raise GeneinferError("no samples were given to fit (expected at least 2 rows)")
+        n = self.n
+        dx = self.sx / n
+        dy = self.sy / n
+        cxx = self.sxx - n * np.outer(dx, dx)
+        cxx = 0.5 * (cxx + cxx.T)
+        cxy = self.sxy - n * np.outer(dx, dy)
+        cyy = np.maximum(self.syy - n * dy * dy, 0.0)
+        return CenteredGram(n, self.shift_x + dx, self.shift_y + dy, cxx, cxy, cyy)
+
+    def moments_about(self, mean_x: np.ndarray, mean_y: np.ndarray) -> Moments:
+        """Second moments about ``mean_x``/``mean_y`` (e.g. a training set's means)."""
+        n = self.n
+        ax = self.shift_x - mean_x  # x - m = (x - s) + a
+        ay = self.shift_y - mean_y
+        sxx = self.sxx + np.outer(self.sx, ax) + np.outer(ax, self.sx) + n * np.outer(ax, ax)
+        sxy = self.sxy + np.outer(self.sx, ay) + np.outer(ax, self.sy) + n * np.outer(ax, ay)
+        syy = self.syy + 2 * ay * self.sy + n * ay * ay
+        return Moments(n, sxx, sxy, syy)
+
+
+# ---------------------------------------------------------------------- eigenbasis
+@dataclass
+class Eigenbasis:
+    """``C_xx = V diag(d) V'`` and the target projections ``Q = V' C_xy``.
+
+    ``keep`` marks the eigenvalues above the noise floor; the others are treated as exact
+    zeros (pseudo-inverse), which gives the minimum-norm least-squares solution.
+    """
+
+    d: np.ndarray  # (p,) ascending
+    V: np.ndarray  # (p, p)
+    Q: np.ndarray  # (p, T)
+    keep: np.ndarray  # (p,) bool
+
+
+def eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision) -> Eigenbasis:
+    """Eigen-decompose ``C_xx`` once; every linear solution below reuses it."""
+    d, V = linalg.eigh(gram.cxx, check_finite=False, driver="evr")
+    d = np.maximum(d, 0.0)
+    if rcond is None:
+        # relative size of the rounding error in C_xx: float32 block products carry
+        # ~1e-7 relative error, float64 ~1e-16; eigenvalues below a few times that
+        # are indistinguishable from zero
+        rcond = 1e-6 if precision == "float32" else 1e-12
+    top = d.max() if d.size else 0.0
+    keep = d > rcond * top if top > 0 else np.zeros_like(d, dtype=bool)
+    Q = V.T @ gram.cxy
+    Q[~keep] = 0.0
+    return Eigenbasis(d, V, Q, keep)
+
+
+def coef_from_eigen(basis: Eigenbasis, scale: np.ndarray) -> np.ndarray:
+    """``V diag(scale) Q`` (p x T); ``scale`` is (p,) or (p, T), e.g. ``1/(d + alpha)``."""
+    scale = np.where(basis.keep if scale.ndim == 1 else basis.keep[:, None], scale, 0.0)
+    if scale.ndim == 1:
+        return basis.V @ (basis.Q * scale[:, None])
+    return basis.V @ (basis.Q * scale)
+
+
+def residual_ss_perp(basis: Eigenbasis, gram: CenteredGram) -> np.ndarray:
+    """Per-target residual sum of squares of the OLS fit (the part no linear fit removes)."""
+    dk = np.where(basis.keep, basis.d, 1.0)
+    explained = np.einsum("jt,j->t", basis.Q**2, np.where(basis.keep, 1.0 / dk, 0.0))
+    return np.maximum(gram.cyy - explained, 0.0)
+
+
+def validation_sse(coef: np.ndarray, moments: Moments) -> np.ndarray:
+    """Per-target squared error on a held-out set of ``y - mean_y - (x - mean_x)' b``.
+
+    ``coef`` is (p, T); ``moments`` are the held-out set's moments about the training means.
+    Computed from the Gram matrices, without forming predictions.
+    """
+    cross = np.einsum("pt,pt->t", coef, moments.sxy)
+    quad = np.einsum("pt,pt->t", coef, moments.sxx @ coef)
+    return np.maximum(moments.syy - 2 * cross + quad, 0.0)
+
+
+# ---------------------------------------------------------------------- block sources
+def iter_row_blocks(
+    X: np.ndarray, Y: np.ndarray, block_rows: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(X[a:b], Y[a:b])`` pieces of two row-aligned arrays (numpy, memmap or h5py)."""
+    n = X.shape[0]
+    if Y.shape[0] != n:
+        raise GeneinferError(
+            f"{n} landmark rows but {Y.shape[0]} target rows (expected the same samples)"
+        )
+    t = Y.shape[1] if len(Y.shape) > 1 else 1
+    step = block_rows or default_block_rows(t)
+    for start in range(0, n, step):
+        yield np.asarray(X[start : start + step]), np.asarray(Y[start : start + step])
+
+
+class NpyRowReader:
+    """Read row blocks of a 2-D ``.npy`` file with plain file reads (no memory map).
+
+    Only one block is in memory at a time, and the address space used does not grow with
+    the file (unlike ``np.load(mmap_mode="r")``), so it works under tight memory limits.
+    Never unpickles: object arrays are refused.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                self.offset = fh.tell()
+        except (OSError, ValueError) as exc:
+            raise InputFormatError(self.path, f"not a readable .npy file ({exc})") from None
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise InputFormatError(
+                self.path, f"array of shape {shape}, dtype {dtype}, fortran order {fortran}",
+                expected="a 2-D C-ordered numeric array (samples x genes)",
+            )
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+
+    def iter_blocks(self, block_rows: int) -> Iterator[np.ndarray]:
+        n, m = self.shape
+        row_bytes = m * self.dtype.itemsize
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            for start in range(0, n, block_rows):
+                rows = min(block_rows, n - start)
+                block = np.empty((rows, m), dtype=self.dtype)
+                got = fh.readinto(memoryview(block).cast("B"))
+                if got != rows * row_bytes:
+                    raise InputFormatError(
+                        self.path, "file is truncated", where=f"row {start + got // row_bytes}",
+                        expected=f"{n} rows of {m} values",
+                    )
+                yield block
+
+
+def npy_blocks(
+    x_path: str | Path, y_path: str | Path, *, block_rows: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Row-aligned ``(X, Y)`` blocks from two ``.npy`` files (samples x landmarks/targets)."""
+    rx, ry = NpyRowReader(x_path), NpyRowReader(y_path)
+    if rx.shape[0] != ry.shape[0]:
+        raise InputFormatError(
+            y_path, f"{ry.shape[0]} rows", expected=f"{rx.shape[0]} rows like {x_path}"
+        )
+    step = block_rows or default_block_rows(ry.shape[1])
+    yield from zip(rx.iter_blocks(step), ry.iter_blocks(step))
+
+
+def accumulate(
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    precision: Precision = "float32",
+    stats: GramStats | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> GramStats:
+    """Add every ``(X, Y)`` block to ``stats`` (a new :class:`GramStats` by default)."""
+    stats = stats if stats is not None else GramStats(precision=precision)
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, total=total, desc="Gram matrices", unit="block")
+    for i, (xb, yb) in enumerate(blocks):
+        stats.update(xb, yb, where=f"block {i + 1}")
+    return stats

@@ -1,0 +1,625 @@
+"""Saved inference models: estimator + preprocessing + gene identities, without pickle.
+
+An :class:`InferenceModel` is what ``geneinfer train`` writes and ``geneinfer predict`` reads.
+On disk it is a directory::
+
+    MODEL/
+      model.json           format name/version, model kind + params, gene ids and symbols,
+                           preprocessing and estimator metadata, per-gene validation metrics,
+                           training info, SHA-256 of every weights file
+      weights.safetensors  estimator arrays ("estimator.*"), preprocessing arrays
+                           ("preprocessor.*") and bundle arrays ("bundle.*")
+
+The directory is written to a temporary sibling and renamed into place, so a reader never
+sees a half-written model. Loading parses JSON and safetensors only (never pickle), checks
+every checksum and rebuilds the estimator through :func:`geneinfer.models.registry.make_model`
+and :meth:`~geneinfer.models.base.GeneModel.load_fitted_state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from geneinfer.data import ExpressionData
+from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "geneinfer-model"
+#: bump when the layout changes in a way older readers cannot handle
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+_EST_PREFIX = "estimator."
+_PRE_PREFIX = "preprocessor."
+_BUNDLE_PREFIX = "bundle."
+# model.json of a real model is a few MB at most (gene lists + metrics); refuse absurd sizes
+_MAX_JSON_BYTES = 512 * 1024 * 1024
+
+
+# ---------------------------------------------------------------------- JSON helpers
+def to_jsonable(value: Any, *, what: str = "value") -> Any:
+    """``value`` as plain JSON types; tuples are tagged so they come back as tuples.
+
+    NaN / infinite floats become ``None`` (JSON has no NaN).
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, tuple):
+        return {"__tuple__": [to_jsonable(v, what=what) for v in value]}
+    if isinstance(value, list):
+        return [to_jsonable(v, what=what) for v in value]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return to_jsonable(value.item(), what=what)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.size <= 10_000:
+        return [to_jsonable(v, what=what) for v in value.tolist()]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{what}: dict key {k!r} is not a string")
+            out[k] = to_jsonable(v, what=what)
+        return out
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{what}: {type(value).__name__} value {value!r} cannot be stored as JSON")
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of :func:`to_jsonable` (tuples restored)."""
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(from_jsonable(v) for v in value["__tuple__"])
+        return {k: from_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], owner: str) -> dict[str, np.ndarray]:
+    """Numeric, contiguous copies (safetensors stores only plain numeric tensors)."""
+    out = {}
+    for key, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{owner} array {key!r} has dtype {arr.dtype}; only numeric arrays can be "
+                "saved without pickling (store strings in the JSON metadata)"
+            )
+        out[key] = np.ascontiguousarray(arr)
+    return out
+
+
+# ---------------------------------------------------------------------- preprocessor state
+def _preprocessor_state(pre: Any) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """(arrays, JSON meta, was-a-tuple) of a fitted preprocessor's ``state()``."""
+    state = pre.state()
+    if isinstance(state, tuple) and len(state) == 2:
+        arrays, meta = state
+        return dict(arrays), dict(meta), True
+    arrays, meta = {}, {}
+    for key, value in dict(state).items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = value
+        else:
+            meta[key] = value
+    return arrays, meta, False
+
+
+def _preprocessor_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
+    from geneinfer.preprocess import ProfilePreprocessor
+
+    tuple_form = meta.pop("__state_tuple__", True)
+    if tuple_form:
+        return ProfilePreprocessor.from_state(arrays, meta)
+    merged: dict[str, Any] = dict(meta)
+    merged.update(arrays)
+    return ProfilePreprocessor.from_state(merged)
+
+
+# ---------------------------------------------------------------------- the model
+@dataclass(eq=False)
+class InferenceModel:
+    """A trained landmark -> target model ready for prediction and saving.
+
+    Parameters
+    ----------
+    estimator
+        A fitted :class:`~geneinfer.models.base.GeneModel`.
+    preprocessor
+        Fitted ``ProfilePreprocessor`` (or ``None``) mapping log2 profiles to model space.
+    landmark_ids, target_ids
+        Canonical gene ids (Entrez ids as strings on microarray / L1000 data).
+    landmark_symbols, target_symbols
+        Gene symbols in the same order (the id where no symbol is known).
+    gene_metrics
+        Per-target validation metrics indexed by target id (``valid_r``, ``valid_mae``).
+    info
+        Training provenance: model name, params, training files, panel, sample counts,
+        duplicate report, geneinfer version, creation time.
+    landmark_means
+        Mean log2 expression of each landmark in the training data; used to impute
+        landmarks absent from an input (``missing_landmarks="impute"``).
+    gene_id_kind
+        What the ids are (``"entrez"``, ``"ensembl"``, ...).
+    """
+
+    estimator: Any
+    preprocessor: Any
+    landmark_ids: list[str]
+    target_ids: list[str]
+    landmark_symbols: list[str] | None = None
+    target_symbols: list[str] | None = None
+    gene_metrics: pd.DataFrame | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    landmark_means: np.ndarray | None = None
+    gene_id_kind: str = "entrez"
+
+    def __post_init__(self) -> None:
+        self.landmark_ids = [str(g) for g in self.landmark_ids]
+        self.target_ids = [str(g) for g in self.target_ids]
+        if self.landmark_symbols is None:
+            self.landmark_symbols = list(self.landmark_ids)
+        if self.target_symbols is None:
+            self.target_symbols = list(self.target_ids)
+        self.landmark_symbols = [str(s) for s in self.landmark_symbols]
+        self.target_symbols = [str(s) for s in self.target_symbols]
+        if len(self.landmark_symbols) != len(self.landmark_ids):
+            raise GeneinferError("landmark_symbols and landmark_ids differ in length")
+        if len(self.target_symbols) != len(self.target_ids):
+            raise GeneinferError("target_symbols and target_ids differ in length")
+        idx = pd.Index(self.target_ids, name="gene_id")
+        if self.gene_metrics is None:
+            self.gene_metrics = pd.DataFrame(
+                {"valid_r": np.nan, "valid_mae": np.nan}, index=idx, dtype=float
+            )
+        else:
+            gm = self.gene_metrics.copy()
+            gm.index = pd.Index([str(g) for g in gm.index], name="gene_id")
+            self.gene_metrics = gm.reindex(idx)
+        if self.landmark_means is not None:
+            self.landmark_means = np.asarray(self.landmark_means, dtype=np.float32)
+            if self.landmark_means.shape != (len(self.landmark_ids),):
+                raise GeneinferError(
+                    f"landmark_means has shape {self.landmark_means.shape}, "
+                    f"expected ({len(self.landmark_ids)},)"
+                )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def kind(self) -> str:
+        """Registry name of the estimator (e.g. ``"ridge"``)."""
+        name = getattr(self.estimator, "name", "") or self.info.get("model", "")
+        if not name:
+            raise ModelFileError(
+                f"{type(self.estimator).__name__} has no registry name; cannot save it"
+            )
+        return str(name)
+
+    @property
+    def n_landmarks(self) -> int:
+        return len(self.landmark_ids)
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"InferenceModel({self.kind}: {self.n_landmarks} landmarks -> {self.n_targets} targets)"
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def predict_log2(self, X_landmarks_log2: np.ndarray) -> np.ndarray:
+        """Targets (log2) from landmark profiles (log2), columns in ``target_ids`` order.
+
+        Parameters
+        ----------
+        X_landmarks_log2
+            ``(n_samples, n_landmarks)`` log2 expression in ``landmark_ids`` order.
+
+        Returns
+        -------
+        ``(n_samples, n_targets)`` float32. Rows whose input holds NaN are NaN (missing
+        stays missing).
+        """
+        X = np.asarray(X_landmarks_log2, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_landmarks:
+            raise GeneinferError(
+                f"landmark matrix has shape {X.shape}, expected (n, {self.n_landmarks})"
+            )
+        out = np.full((X.shape[0], self.n_targets), np.nan, dtype=np.float32)
+        ok = ~np.isnan(X).any(axis=1)
+        if not ok.any():
+            return out
+        Xok = X[ok] if not ok.all() else X
+        if self.preprocessor is not None:
+            Xok = self.preprocessor.transform_landmarks(Xok)
+        Y = np.asarray(self.estimator.predict(Xok), dtype=np.float32)
+        if self.preprocessor is not None:
+            Y = np.asarray(self.preprocessor.inverse_transform_targets(Y), dtype=np.float32)
+        out[ok] = Y.reshape(-1, self.n_targets)
+        return out
+
+    def missing_landmarks(self, data: ExpressionData) -> list[str]:
+        """Landmark ids (or symbols, for symbol-keyed data) that ``data`` lacks."""
+        keys = self._landmark_keys(data)
+        return [k for k in keys if k not in set(data.gene_ids)]
+
+    def _landmark_keys(self, data: ExpressionData) -> list[str]:
+        if data.gene_id_kind == "symbol" and self.gene_id_kind != "symbol":
+            return list(self.landmark_symbols or self.landmark_ids)
+        return list(self.landmark_ids)
+
+    def landmark_matrix(
+        self,
+        data: ExpressionData,
+        *,
+        missing_landmarks: Literal["error", "impute"] = "error",
+    ) -> np.ndarray:
+        """The log2 landmark matrix of ``data`` in model order, imputing if asked.
+
+        Raises
+        ------
+        MissingGenesError
+            Landmarks absent and ``missing_landmarks="error"``.
+        """
+        if missing_landmarks not in ("error", "impute"):
+            raise GeneinferError(
+                f"missing_landmarks must be 'error' or 'impute', got {missing_landmarks!r}"
+            )
+        data = _on_log2(data)
+        keys = self._landmark_keys(data)
+        pos = data.gene_ids.get_indexer(pd.Index(keys))
+        absent = pos < 0
+        if absent.any() and missing_landmarks == "error":
+            raise MissingGenesError(
+                [k for k, a in zip(keys, absent) if a],
+                what="landmark genes",
+                source=data.source,
+            )
+        X = np.full((data.n_samples, len(keys)), np.nan, dtype=np.float32)
+        X[:, ~absent] = data.values[:, pos[~absent]]
+        if missing_landmarks == "impute":
+            if self.landmark_means is None:
+                raise ModelFileError("this model has no training means; cannot impute landmarks")
+            n_abs = int(absent.sum())
+            nan_cells = np.isnan(X[:, ~absent])
+            if n_abs:
+                logger.warning(
+                    "%d of %d landmark genes missing%s; imputed from training means",
+                    n_abs,
+                    len(keys),
+                    f" in {data.source}" if data.source else "",
+                )
+            if nan_cells.any():
+                logger.warning(
+                    "%d missing landmark values imputed from training means", int(nan_cells.sum())
+                )
+            X = np.where(np.isnan(X), self.landmark_means[None, :], X).astype(np.float32)
+        return X
+
+    def predict(
+        self,
+        data: ExpressionData,
+        *,
+        missing_landmarks: Literal["error", "impute"] = "error",
+    ) -> ExpressionData:
+        """Infer the target genes of every sample in ``data``.
+
+        ``data`` is put on log2 (``to_log2``) and probe-level data collapsed to genes first.
+        Landmarks are selected by canonical id (by symbol when the input is symbol-keyed).
+
+        Parameters
+        ----------
+        missing_landmarks
+            ``"error"`` raises :class:`~geneinfer.errors.MissingGenesError` listing absent
+            landmarks; ``"impute"`` fills them (and NaN values) with the training means and
+            logs how many were imputed.
+
+        Returns
+        -------
+        ExpressionData
+            Samples x targets on log2 scale; gene metadata ``symbol``, ``valid_r``,
+            ``valid_mae``; the input's sample metadata.
+        """
+        data = _to_genes(data)
+        X = self.landmark_matrix(data, missing_landmarks=missing_landmarks)
+        Y = self.predict_log2(X)
+        n_nan_rows = int(np.isnan(Y).all(axis=1).sum()) if Y.size else 0
+        if n_nan_rows:
+            logger.warning(
+                "%d samples have missing landmark values; their predictions are NaN "
+                "(use missing_landmarks='impute' to fill them)",
+                n_nan_rows,
+            )
+        return ExpressionData(
+            values=Y,
+            gene_ids=self.target_ids,
+            sample_ids=data.sample_ids,
+            genes=self.target_table(),
+            samples=data.samples,
+            scale="log2",
+            gene_id_kind=self.gene_id_kind,
+            source=data.source,
+        )
+
+    def target_table(self) -> pd.DataFrame:
+        """Per-target metadata: ``symbol`` plus the validation metrics."""
+        gm = self.gene_metrics if self.gene_metrics is not None else pd.DataFrame()
+        table = pd.DataFrame({"symbol": self.target_symbols}, index=pd.Index(self.target_ids))
+        for col in gm.columns:
+            table[col] = gm[col].to_numpy()
+        return table
+
+    # ------------------------------------------------------------------ saving
+    def _payload(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        est_arrays, est_meta = self.estimator.fitted_state()
+        arrays = {_EST_PREFIX + k: v for k, v in _check_arrays(est_arrays, "estimator").items()}
+        pre_json: dict[str, Any] | None = None
+        if self.preprocessor is not None:
+            p_arrays, p_meta, tuple_form = _preprocessor_state(self.preprocessor)
+            arrays.update(
+                {_PRE_PREFIX + k: v for k, v in _check_arrays(p_arrays, "preprocessor").items()}
+            )
+            pre_json = {
+                "class": type(self.preprocessor).__name__,
+                "state_tuple": tuple_form,
+                "meta": to_jsonable(p_meta, what="preprocessor state"),
+            }
+        if self.landmark_means is not None:
+            arrays[_BUNDLE_PREFIX + "landmark_means"] = np.ascontiguousarray(self.landmark_means)
+        gm = self.gene_metrics if self.gene_metrics is not None else pd.DataFrame()
+        params = self.estimator.get_params(deep=False)
+        doc = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "estimator_class": type(self.estimator).__name__,
+            "params": to_jsonable(params, what=f"parameters of {self.kind}"),
+            "gene_id_kind": self.gene_id_kind,
+            "landmarks": {"ids": self.landmark_ids, "symbols": self.landmark_symbols},
+            "targets": {"ids": self.target_ids, "symbols": self.target_symbols},
+            "preprocessing": pre_json,
+            "estimator_meta": to_jsonable(est_meta, what="estimator state"),
+            "gene_metrics": {
+                str(col): to_jsonable(gm[col].to_numpy(dtype=float).tolist()) for col in gm.columns
+            },
+            "info": to_jsonable(self.info, what="model info"),
+        }
+        return doc, arrays
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model directory ``path`` atomically; return its path.
+
+        An existing geneinfer model directory at ``path`` is replaced; any other existing
+        file or non-empty directory is left alone and raises :class:`GeneinferError`.
+        """
+        from safetensors.numpy import save_file
+
+        final = Path(path)
+        _check_overwritable(final)
+        try:
+            doc, arrays = self._payload()
+        except TypeError as exc:
+            raise ModelFileError(f"cannot save model to {final}: {exc}") from None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+        try:
+            weights = tmp / WEIGHTS_FILE
+            save_file(arrays, str(weights), metadata={"format": FORMAT_NAME})
+            doc["files"] = {
+                WEIGHTS_FILE: {"sha256": _sha256(weights), "bytes": weights.stat().st_size}
+            }
+            text = json.dumps(doc, indent=1, allow_nan=False)
+            (tmp / MODEL_JSON).write_text(text + "\n", encoding="utf-8")
+            _replace_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str | None = None) -> InferenceModel:
+        """Read a model directory written by :meth:`save` (never unpickles).
+
+        Parameters
+        ----------
+        device
+            For torch models, override the saved ``device`` parameter (e.g. ``"cpu"``).
+
+        Raises
+        ------
+        ModelFileError
+            Missing or truncated files, checksum mismatch, unknown format or version.
+        """
+        root = Path(path)
+        doc = _read_model_json(root)
+        arrays = _read_weights(root, doc)
+        try:
+            return cls._from_parts(doc, arrays, device=device)
+        except ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, GeneinferError) as exc:
+            raise ModelFileError(f"{root}: model file is inconsistent: {exc}") from None
+
+    @classmethod
+    def _from_parts(
+        cls, doc: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str | None
+    ) -> InferenceModel:
+        from geneinfer.models.registry import make_model
+
+        params = from_jsonable(doc["params"])
+        if device is not None and "device" in params:
+            params["device"] = device
+        estimator = make_model(doc["kind"], **params)
+        est_arrays = {
+            k[len(_EST_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_EST_PREFIX)
+        }
+        estimator.load_fitted_state(est_arrays, from_jsonable(doc["estimator_meta"]))
+        preprocessor = None
+        pre = doc.get("preprocessing")
+        if pre is not None:
+            p_arrays = {
+                k[len(_PRE_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PRE_PREFIX)
+            }
+            meta = from_jsonable(pre["meta"])
+            meta["__state_tuple__"] = bool(pre.get("state_tuple", True))
+            preprocessor = _preprocessor_from_state(p_arrays, meta)
+        metrics = pd.DataFrame(
+            {
+                k: np.asarray([np.nan if v is None else v for v in vals], dtype=float)
+                for k, vals in doc.get("gene_metrics", {}).items()
+            },
+            index=pd.Index(doc["targets"]["ids"], name="gene_id"),
+        )
+        return cls(
+            estimator=estimator,
+            preprocessor=preprocessor,
+            landmark_ids=doc["landmarks"]["ids"],
+            target_ids=doc["targets"]["ids"],
+            landmark_symbols=doc["landmarks"].get("symbols"),
+            target_symbols=doc["targets"].get("symbols"),
+            gene_metrics=metrics,
+            info=from_jsonable(doc.get("info", {})),
+            landmark_means=arrays.get(_BUNDLE_PREFIX + "landmark_means"),
+            gene_id_kind=doc.get("gene_id_kind", "entrez"),
+        )
+
+
+# ---------------------------------------------------------------------- file helpers
+def _check_overwritable(final: Path) -> None:
+    if not final.exists():
+        return
+    if final.is_dir():
+        if (final / MODEL_JSON).is_file() or not any(final.iterdir()):
+            return
+        raise GeneinferError(
+            f"{final} exists and is not a geneinfer model directory; refusing to overwrite it"
+        )
+    raise GeneinferError(f"{final} exists and is a file; a model is saved as a directory")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` onto ``final``; an old model there is removed only after the swap."""
+    old: Path | None = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        old.rmdir()
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_model_json(root: Path) -> dict[str, Any]:
+    if not root.exists():
+        raise ModelFileError(f"{root}: no such model (expected a directory with {MODEL_JSON})")
+    if not root.is_dir():
+        raise ModelFileError(f"{root}: a model is a directory with {MODEL_JSON}, got a file")
+    jpath = root / MODEL_JSON
+    if not jpath.is_file():
+        raise ModelFileError(f"{jpath}: missing; {root} is not a complete geneinfer model")
+    if jpath.stat().st_size > _MAX_JSON_BYTES:
+        raise ModelFileError(f"{jpath}: implausibly large ({jpath.stat().st_size} bytes)")
+    try:
+        doc = json.loads(jpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(
+            f"{jpath}: not valid JSON ({exc}); the file is truncated or damaged"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{jpath}: not a geneinfer model file (format != {FORMAT_NAME!r})")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{jpath}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{jpath}: model format version {version} is newer than this geneinfer reads "
+            f"(up to {FORMAT_VERSION}); upgrade geneinfer"
+        )
+    for key in ("kind", "params", "landmarks", "targets", "files", "estimator_meta"):
+        if key not in doc:
+            raise ModelFileError(f"{jpath}: required entry {key!r} is missing")
+    return doc
+
+
+def _read_weights(root: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    files = doc["files"]
+    if not isinstance(files, dict) or WEIGHTS_FILE not in files:
+        raise ModelFileError(f"{root / MODEL_JSON}: no checksum recorded for {WEIGHTS_FILE}")
+    for name, entry in files.items():
+        fpath = root / name
+        if Path(name).name != name:
+            raise ModelFileError(f"{root / MODEL_JSON}: bad file name {name!r}")
+        if not fpath.is_file():
+            raise ModelFileError(f"{fpath}: missing; the model directory is incomplete")
+        expected = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if size is not None and fpath.stat().st_size != size:
+            raise ModelFileError(
+                f"{fpath}: {fpath.stat().st_size} bytes, expected {size}; the file is "
+                "truncated or was modified"
+            )
+        if expected is None or _sha256(fpath) != expected:
+            raise ModelFileError(
+                f"{fpath}: SHA-256 checksum mismatch; the file was modified or damaged"
+            )
+    try:
+        return load_file(str(root / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{root / WEIGHTS_FILE}: cannot read weights ({exc})") from None
+
+
+# ---------------------------------------------------------------------- input conversion
+def _on_log2(data: ExpressionData) -> ExpressionData:
+    if data.scale == "log2":
+        return data
+    from geneinfer.preprocess import to_log2
+
+    return to_log2(data)
+
+
+def _to_genes(data: ExpressionData) -> ExpressionData:
+    """Probe-level data collapsed to canonical genes; other data unchanged."""
+    if data.gene_id_kind != "probe":
+        return data
+    from geneinfer.genes import collapse_probes
+
+    return collapse_probes(_on_log2(data))

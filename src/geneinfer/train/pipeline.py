@@ -1,0 +1,573 @@
+"""Training pipeline: expression files -> a saved-ready :class:`InferenceModel`.
+
+Steps (each a small function below, usable on its own):
+
+1. read every file (:func:`geneinfer.io.read`) and put it on log2 (:func:`to_log2`; files may
+   be on different scales, e.g. RMA log2 and MAS5 linear),
+2. collapse probes to canonical genes (Entrez ids) when the ids are probes,
+3. stack the files, keeping the genes they share,
+4. resolve the panel into the landmarks and targets present in the data,
+5. optionally drop duplicate profiles,
+6. hold out validation samples (a given file, else a seeded split of the training samples),
+7. fit the preprocessor on training samples only, then the estimator (torch models get the
+   validation set for early stopping),
+8. measure per-gene validation Pearson r and MAE.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geneinfer import __version__
+from geneinfer.data import ExpressionData
+from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
+from geneinfer.models.bundle import InferenceModel
+
+logger = logging.getLogger(__name__)
+
+#: Model trained when none is named. The lead sets it after comparing models on held-out
+#: studies; it must be at least as good as ridge there.
+DEFAULT_MODEL = "ridge"
+#: Share of training samples held out for validation when no validation file is given.
+VALID_FRACTION = 0.2
+#: Fewest training samples we accept (below this, per-gene fits are meaningless).
+MIN_TRAIN_SAMPLES = 8
+SPLIT_SEED = 0
+
+Source = str | os.PathLike[str] | ExpressionData
+
+
+# ---------------------------------------------------------------------- loading
+def _source_name(src: Source) -> str:
+    if isinstance(src, ExpressionData):
+        return str(src.source or "<ExpressionData>")
+    return os.fspath(src)
+
+
+def prepare_expression(
+    src: Source, *, data_dir: str | os.PathLike[str] | None = None
+) -> ExpressionData:
+    """One input on log2 with canonical gene ids (probes collapsed to genes)."""
+    from geneinfer.preprocess import to_log2
+
+    data = src if isinstance(src, ExpressionData) else _read(src)
+    data = to_log2(data)
+    if data.gene_id_kind == "probe":
+        data = _collapse(data, data_dir=data_dir)
+    return data
+
+
+def _read(path: str | os.PathLike[str]) -> ExpressionData:
+    from geneinfer.io import read
+
+    if not Path(path).exists():
+        raise GeneinferError(f"{os.fspath(path)}: no such file")
+    return read(path)
+
+
+def _collapse(data: ExpressionData, *, data_dir: str | os.PathLike[str] | None) -> ExpressionData:
+    from geneinfer.genes import collapse_probes
+
+    return collapse_probes(data)
+
+
+def load_training_data(
+    sources: Source | Sequence[Source],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> tuple[ExpressionData, list[str]]:
+    """Read, log2-transform, collapse and stack ``sources`` (genes shared by all kept).
+
+    Returns the stacked data and the source names.
+    """
+    items = _as_list(sources)
+    if not items:
+        raise ConfigError("no training data given")
+    parts, names = [], []
+    for src in _progress(items, progress and len(items) > 1, "reading"):
+        part = prepare_expression(src, data_dir=data_dir)
+        name = _source_name(src)
+        if "dataset" not in part.samples:
+            samples = part.samples.copy()
+            samples["dataset"] = Path(name).name.split(".")[0]
+            part = part._replace(samples=samples)
+        parts.append(part)
+        names.append(name)
+    _check_unique_samples(parts, names)
+    if len(parts) == 1:
+        return parts[0], names
+    data = ExpressionData.concat_samples(parts, join="inner")
+    if data.n_genes == 0:
+        raise GeneinferError(f"the training files share no genes: {', '.join(names)}")
+    return data, names
+
+
+def _as_list(sources: Source | Sequence[Source]) -> list[Source]:
+    if isinstance(sources, (str, os.PathLike, ExpressionData)):
+        return [sources]
+    return list(sources)
+
+
+def _check_unique_samples(parts: list[ExpressionData], names: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for part, name in zip(parts, names):
+        for sid in part.sample_ids:
+            if sid in seen:
+                raise GeneinferError(
+                    f"sample id {sid!r} appears in both {seen[sid]} and {name}; "
+                    "is the same file given twice?"
+                )
+            seen[sid] = name
+
+
+def _progress(items: list, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="file")
+
+
+# ---------------------------------------------------------------------- panel
+@dataclass
+class PanelMatch:
+    """Which panel genes the data has."""
+
+    name: str
+    landmarks: list[str]
+    targets: list[str]
+    missing_landmarks: list[str] = field(default_factory=list)
+    missing_targets: list[str] = field(default_factory=list)
+    targets_from_data: bool = False
+    symbols: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        n_lm = len(self.landmarks) + len(self.missing_landmarks)
+        out: dict[str, Any] = {
+            "panel": self.name,
+            "landmarks_found": len(self.landmarks),
+            "landmarks_in_panel": n_lm,
+            "landmarks_missing": self.missing_landmarks,
+            "targets": len(self.targets),
+            "targets_from_data": self.targets_from_data,
+        }
+        if not self.targets_from_data:
+            out["targets_in_panel"] = len(self.targets) + len(self.missing_targets)
+            out["targets_missing"] = len(self.missing_targets)
+        return out
+
+
+def match_panel(
+    panel: Any,
+    data: ExpressionData,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> PanelMatch:
+    """Resolve ``panel`` (name, file or Panel) against the genes of ``data``.
+
+    Targets default to every non-landmark gene of ``data`` when the panel names none.
+    """
+    from geneinfer.genes import get_panel
+
+    pobj = panel if hasattr(panel, "landmarks") else get_panel(panel, data_dir=data_dir)
+    name = str(getattr(pobj, "name", None) or panel)
+    present = set(data.gene_ids)
+    lm_all = [str(g) for g in pobj.landmarks]
+    landmarks = [g for g in lm_all if g in present]
+    missing_lm = [g for g in lm_all if g not in present]
+    if not landmarks:
+        raise MissingGenesError(
+            missing_lm, what=f"landmark genes of panel {name}", source=data.source
+        )
+    tg_all = [str(g) for g in (getattr(pobj, "targets", None) or [])]
+    lm_set = set(landmarks)
+    if tg_all:
+        targets = [g for g in tg_all if g in present and g not in lm_set]
+        missing_tg = [g for g in tg_all if g not in present]
+        from_data = False
+    else:
+        targets = [g for g in data.gene_ids if g not in lm_set and g not in set(lm_all)]
+        missing_tg, from_data = [], True
+    if not targets:
+        raise GeneinferError(f"no target genes of panel {name} in {data.source or 'the data'}")
+    symbols = dict(getattr(pobj, "symbols", None) or {})
+    return PanelMatch(name, landmarks, targets, missing_lm, missing_tg, from_data, symbols)
+
+
+# ---------------------------------------------------------------------- splitting / cleaning
+def validation_split(
+    n_samples: int, *, fraction: float = VALID_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random (train, valid) index arrays; at least one sample in each."""
+    if n_samples < MIN_TRAIN_SAMPLES + 1:
+        raise GeneinferError(
+            f"{n_samples} samples are too few to train and validate "
+            f"(need at least {MIN_TRAIN_SAMPLES + 1}, or give a validation file)"
+        )
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_samples)
+    n_valid = min(max(1, round(fraction * n_samples)), n_samples - MIN_TRAIN_SAMPLES)
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def drop_incomplete(
+    data: ExpressionData, landmarks: list[str], targets: list[str]
+) -> tuple[ExpressionData, list[str], dict[str, int]]:
+    """Drop samples with missing landmark values and targets with missing training values.
+
+    Models cannot fit NaN; we drop rather than fill so no value is invented.
+    """
+    lm = data.select_genes(landmarks).values
+    ok_rows = ~np.isnan(lm).any(axis=1)
+    tg = data.select_genes(targets).values[ok_rows]
+    ok_cols = ~np.isnan(tg).any(axis=0)
+    report = {
+        "samples_with_missing_landmarks": int((~ok_rows).sum()),
+        "targets_with_missing_values": int((~ok_cols).sum()),
+    }
+    kept_targets = [t for t, ok in zip(targets, ok_cols) if ok]
+    if report["samples_with_missing_landmarks"]:
+        logger.warning(
+            "dropped %d samples with missing landmark values",
+            report["samples_with_missing_landmarks"],
+        )
+    if report["targets_with_missing_values"]:
+        logger.warning(
+            "dropped %d target genes with missing training values",
+            report["targets_with_missing_values"],
+        )
+    return data.select_samples(ok_rows), kept_targets, report
+
+
+def deduplicate(
+    data: ExpressionData, genes: list[str], *, progress: bool | None = None
+) -> tuple[ExpressionData, dict[str, Any]]:
+    """Drop near-duplicate profiles (D-GEX rule, :func:`geneinfer.preprocess.remove_duplicates`)
+    judged on the model's genes; return the kept samples and a JSON-able report."""
+    from geneinfer.preprocess import remove_duplicates
+
+    keep, rep = remove_duplicates(data.select_genes(genes).values, progress=progress)
+    dropped = data.sample_ids[~keep]
+    dup_of = rep.duplicate_of[~keep]
+    report = {
+        "removed": int(rep.n_dropped),
+        "threshold": float(rep.threshold),
+        "summary": rep.summary(),
+        "dropped": {str(s): str(data.sample_ids[j]) for s, j in zip(dropped[:100], dup_of[:100])},
+    }
+    if rep.n_dropped:
+        logger.warning("%s", rep.summary())
+    return data.select_samples(keep), report
+
+
+# ---------------------------------------------------------------------- fitting
+def _set_if_param(est: Any, **values: Any) -> None:
+    """Set hyper-parameters the estimator has and the user did not set."""
+    names = est.get_params(deep=False)
+    est.set_params(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``."""
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ConfigError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
+    return device
+
+
+def fit_estimator(
+    est: Any,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    X_valid: np.ndarray | None = None,
+    Y_valid: np.ndarray | None = None,
+) -> Any:
+    """``est.fit(X, Y)``, passing the validation set when ``fit`` accepts one."""
+    sig = inspect.signature(est.fit).parameters
+    kwargs: dict[str, Any] = {}
+    if X_valid is not None and Y_valid is not None:
+        for xn, yn in (("X_valid", "Y_valid"), ("X_val", "Y_val"), ("X_valid", "y_valid")):
+            if xn in sig and yn in sig:
+                kwargs = {xn: X_valid, yn: Y_valid}
+                break
+        else:
+            if "validation_data" in sig:
+                kwargs = {"validation_data": (X_valid, Y_valid)}
+            elif "eval_set" in sig:
+                kwargs = {"eval_set": (X_valid, Y_valid)}
+    return est.fit(X, Y, **kwargs)
+
+
+def gene_metrics_table(
+    Y_true: np.ndarray, Y_pred: np.ndarray, target_ids: list[str], *, train_std: np.ndarray
+) -> pd.DataFrame:
+    """Per-gene validation metrics on log2 scale.
+
+    Columns: ``valid_r`` (Pearson r), ``valid_mae`` (MAE in log2 units), ``valid_mae_std``
+    (MAE divided by the gene's training standard deviation: the D-GEX "MAE on standardized
+    expression").
+    """
+    from geneinfer.evaluate.metrics import per_gene_mae, per_gene_pearson
+
+    mae = np.asarray(per_gene_mae(Y_true, Y_pred), dtype=float)
+    r = np.asarray(per_gene_pearson(Y_true, Y_pred), dtype=float)
+    std = np.where(train_std > 0, train_std, np.nan)
+    return pd.DataFrame(
+        {"valid_r": r, "valid_mae": mae, "valid_mae_std": mae / std},
+        index=pd.Index(target_ids, name="gene_id"),
+    )
+
+
+def _validation_data(
+    valid: Source,
+    *,
+    landmarks: list[str],
+    targets: list[str],
+    landmark_means: np.ndarray,
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Landmark and target matrices of a validation input (absent genes imputed / NaN)."""
+    vdata = prepare_expression(valid, data_dir=data_dir)
+    missing = vdata.missing_genes(landmarks)
+    if len(missing) == len(landmarks):
+        raise MissingGenesError(missing, what="landmark genes", source=vdata.source)
+    if missing:
+        logger.warning(
+            "%d landmarks absent from validation data %s; imputed from training means",
+            len(missing),
+            vdata.source,
+        )
+    XL = vdata.select_genes(landmarks, missing="nan").values
+    XL = np.where(np.isnan(XL), landmark_means[None, :], XL).astype(np.float32)
+    YT = vdata.select_genes(targets, missing="nan").values
+    return XL, YT, vdata.n_samples
+
+
+def _make_preprocessor(quantile: bool) -> Any:
+    from geneinfer.preprocess import ProfilePreprocessor
+
+    return ProfilePreprocessor(quantile=quantile)
+
+
+def _parse_params(model: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    from geneinfer.models.registry import get_model_class
+
+    cls = get_model_class(model)
+    params = dict(params or {})
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"model {model!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"it accepts: {', '.join(sorted(accepted)) or 'none'}"
+        )
+    return params
+
+
+def train_model(
+    train_files_or_data: Source | Sequence[Source],
+    *,
+    model: str = "default",
+    panel: Any = "l1000",
+    valid: Source | None = None,
+    params: dict[str, Any] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    dedup: bool = True,
+    quantile: bool = True,
+    device: str = "auto",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> InferenceModel:
+    """Train a landmark -> target model on expression files or data.
+
+    Parameters
+    ----------
+    train_files_or_data
+        Paths (any format :func:`geneinfer.io.read` knows) or :class:`ExpressionData`; one or
+        several, possibly on different scales.
+    model
+        Registry name (``ridge``, ``dgex``, ...); ``"default"`` uses :data:`DEFAULT_MODEL`.
+    panel
+        ``"l1000"``, ``"dgex"``, a panel file, or a ``Panel``.
+    valid
+        Validation input; by default :data:`VALID_FRACTION` of the training samples are held
+        out (seeded) and the model is refit on nothing else.
+    params
+        Hyper-parameters for the model.
+    data_dir
+        Where public reference files (e.g. the LINCS gene table) are cached.
+    dedup
+        Drop duplicate profiles before splitting.
+    quantile
+        Quantile-normalise landmark profiles in the preprocessor.
+    device
+        ``auto``, ``cpu`` or ``cuda`` for torch models.
+    checkpoint_dir
+        Where torch models keep checkpoints so an interrupted run resumes.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    InferenceModel
+        With per-gene validation metrics and training provenance in ``info``.
+    """
+    name = DEFAULT_MODEL if model in ("default", None) else model
+    params = _parse_params(name, params)
+    data, names = load_training_data(train_files_or_data, data_dir=data_dir, progress=progress)
+    match = match_panel(panel, data, data_dir=data_dir)
+    _log_panel(match)
+    data, targets, nan_report = drop_incomplete(data, match.landmarks, match.targets)
+    dedup_report: dict[str, Any] = {"enabled": bool(dedup)}
+    if dedup:
+        data, rep = deduplicate(data, match.landmarks + targets, progress=None)
+        dedup_report.update(rep)
+    landmarks = match.landmarks
+    if valid is None:
+        tr_idx, va_idx = validation_split(data.n_samples)
+        train = data.select_samples(tr_idx)
+        vsub = data.select_samples(va_idx)
+        XL_va = vsub.select_genes(landmarks).values
+        YT_va = vsub.select_genes(targets).values
+        valid_desc, n_valid = (
+            f"held-out {len(va_idx)} training samples (seed {SPLIT_SEED})",
+            len(va_idx),
+        )
+    else:
+        train = data
+        if train.n_samples < MIN_TRAIN_SAMPLES:
+            raise GeneinferError(
+                f"{train.n_samples} training samples are too few (need {MIN_TRAIN_SAMPLES})"
+            )
+    XL_tr = train.select_genes(landmarks).values
+    YT_tr = train.select_genes(targets).values
+    landmark_means = np.nanmean(XL_tr, axis=0).astype(np.float32)
+    if valid is not None:
+        XL_va, YT_va, n_valid = _validation_data(
+            valid,
+            landmarks=landmarks,
+            targets=targets,
+            landmark_means=landmark_means,
+            data_dir=data_dir,
+        )
+        valid_desc = _source_name(valid)
+
+    pre = _make_preprocessor(quantile).fit(XL_tr, YT_tr)
+    est = _build_estimator(
+        name, params, device=device, checkpoint_dir=checkpoint_dir, progress=progress
+    )
+    Xt, Yt = pre.transform_landmarks(XL_tr), pre.transform_targets(YT_tr)
+    Xv = pre.transform_landmarks(XL_va)
+    # Early stopping cannot use NaN; absent validation targets get the training mean (they
+    # then carry no error signal). The per-gene metrics below keep them missing.
+    Yv = pre.transform_targets(np.where(np.isnan(YT_va), np.nanmean(YT_tr, axis=0), YT_va))
+    logger.info(
+        "fitting %s on %d samples x %d landmarks -> %d targets", name, *XL_tr.shape, len(targets)
+    )
+    fit_estimator(est, Xt, Yt, X_valid=Xv, Y_valid=Yv)
+
+    symbols = _symbols(data, match)
+    bundle = InferenceModel(
+        estimator=est,
+        preprocessor=pre,
+        landmark_ids=landmarks,
+        target_ids=targets,
+        landmark_symbols=[str(symbols.get(g, g)) for g in landmarks],
+        target_symbols=[str(symbols.get(g, g)) for g in targets],
+        landmark_means=landmark_means,
+        gene_id_kind=data.gene_id_kind if data.gene_id_kind != "unknown" else "entrez",
+    )
+    pred = bundle.predict_log2(XL_va)
+    metrics = gene_metrics_table(YT_va, pred, targets, train_std=np.nanstd(YT_tr, axis=0))
+    bundle.gene_metrics = metrics
+    bundle.info = {
+        "model": name,
+        "params": est.get_params(deep=False),
+        "training_files": names,
+        "validation": valid_desc,
+        "panel": match.summary(),
+        "n_train_samples": int(XL_tr.shape[0]),
+        "n_valid_samples": int(n_valid),
+        "missing_values": nan_report,
+        "dedup": dedup_report,
+        "quantile": bool(quantile),
+        "valid_mae": _nanmean(metrics["valid_mae"]),
+        "valid_mae_std": _nanmean(metrics["valid_mae_std"]),
+        "valid_r_median": _nanmedian(metrics["valid_r"]),
+        "geneinfer_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return bundle
+
+
+def _build_estimator(
+    name: str,
+    params: dict[str, Any],
+    *,
+    device: str,
+    checkpoint_dir: str | os.PathLike[str] | None,
+    progress: bool,
+) -> Any:
+    from geneinfer.models.registry import make_model
+
+    est = make_model(name, **params)
+    extra: dict[str, Any] = {}
+    have = est.get_params(deep=False)
+    if "device" in have and "device" not in params:
+        extra["device"] = resolve_device(device)
+    if "checkpoint_dir" in have and "checkpoint_dir" not in params and checkpoint_dir:
+        extra["checkpoint_dir"] = os.fspath(checkpoint_dir)
+    for flag in ("progress", "verbose"):
+        if flag in have and flag not in params:
+            extra[flag] = bool(progress)
+    _set_if_param(est, **extra)
+    return est
+
+
+def _symbols(data: ExpressionData, match: PanelMatch) -> dict[str, str]:
+    """Gene symbols from the data's annotation, else from the panel, else the id."""
+    out = dict(match.symbols)
+    if "symbol" in data.genes:
+        known = data.genes["symbol"].dropna()
+        out.update({str(k): str(v) for k, v in known.items() if str(v)})
+    return out
+
+
+def _nanmean(s: pd.Series) -> float | None:
+    v = s.to_numpy(dtype=float)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else None
+
+
+def _nanmedian(s: pd.Series) -> float | None:
+    v = s.to_numpy(dtype=float)
+    return float(np.nanmedian(v)) if np.isfinite(v).any() else None
+
+
+def _log_panel(match: PanelMatch) -> None:
+    if match.missing_landmarks:
+        logger.warning(
+            "%d of %d landmarks of panel %s are not in the training data",
+            len(match.missing_landmarks),
+            len(match.landmarks) + len(match.missing_landmarks),
+            match.name,
+        )

@@ -1,0 +1,267 @@
+"""Saved models: exact round trips, integrity checks, no pickle, landmark handling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geneinfer.data import ExpressionData
+from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+from geneinfer.models.bundle import FORMAT_VERSION, MODEL_JSON, WEIGHTS_FILE, InferenceModel
+from geneinfer.models.registry import make_model
+from geneinfer.preprocess import ProfilePreprocessor
+
+N_LM, N_TG = 30, 50
+
+
+def _expression(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log2-like profiles with shared low-rank structure (as in real arrays)."""
+    factors = rng.normal(size=(n, 5))
+    lm = 7 + factors @ rng.normal(size=(5, N_LM)) + 0.3 * rng.normal(size=(n, N_LM))
+    tg = 6 + factors @ rng.normal(size=(5, N_TG)) + 0.3 * rng.normal(size=(n, N_TG))
+    return lm.astype(np.float32), tg.astype(np.float32)
+
+
+def _bundle(kind: str, rng: np.random.Generator, **params) -> tuple[InferenceModel, np.ndarray]:
+    lm, tg = _expression(rng, 120)
+    pre = ProfilePreprocessor(quantile=True).fit(lm[:100], tg[:100])
+    est = make_model(kind, **params)
+    est.fit(pre.transform_landmarks(lm[:100]), pre.transform_targets(tg[:100]))
+    lm_ids = [str(1000 + i) for i in range(N_LM)]
+    tg_ids = [str(5000 + i) for i in range(N_TG)]
+    metrics = pd.DataFrame(
+        {"valid_r": rng.uniform(0, 1, N_TG), "valid_mae": rng.uniform(0.1, 1, N_TG)},
+        index=tg_ids,
+    )
+    metrics.iloc[3] = np.nan  # a gene without a metric stays NaN through save/load
+    bundle = InferenceModel(
+        estimator=est,
+        preprocessor=pre,
+        landmark_ids=lm_ids,
+        target_ids=tg_ids,
+        landmark_symbols=[f"LM{i}" for i in range(N_LM)],
+        target_symbols=[f"TG{i}" for i in range(N_TG)],
+        gene_metrics=metrics,
+        info={"model": kind, "training_files": ["a.gct"], "n_train_samples": 100},
+        landmark_means=lm[:100].mean(axis=0),
+    )
+    return bundle, lm[100:]
+
+
+@pytest.fixture
+def ridge_bundle(rng):
+    return _bundle("ridge", rng)[0]
+
+
+def _data(X: np.ndarray, ids: list[str], kind: str = "entrez") -> ExpressionData:
+    return ExpressionData(
+        values=X,
+        gene_ids=ids,
+        sample_ids=[f"GSM{i}" for i in range(len(X))],
+        scale="log2",
+        gene_id_kind=kind,
+        source="query.gct",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [("ridge", {}), ("dgex", {"hidden": (32,), "max_epochs": 3, "seed": 0, "progress": False})],
+)
+def test_round_trip_identical_predictions(tmp_path, rng, kind, params):
+    bundle, X = _bundle(kind, rng, **params)
+    before = bundle.predict_log2(X)
+    assert before.dtype == np.float32 and before.shape == (len(X), N_TG)
+    assert np.isfinite(before).all()
+    path = bundle.save(tmp_path / "model")
+    assert sorted(p.name for p in path.iterdir()) == [MODEL_JSON, WEIGHTS_FILE]
+    loaded = InferenceModel.load(path)
+    np.testing.assert_array_equal(loaded.predict_log2(X), before)
+    assert loaded.kind == kind
+    assert loaded.landmark_ids == bundle.landmark_ids
+    assert loaded.target_symbols == bundle.target_symbols
+    assert loaded.info == bundle.info
+    assert loaded.estimator.get_params() == bundle.estimator.get_params()
+    pd.testing.assert_frame_equal(loaded.gene_metrics, bundle.gene_metrics, check_names=False)
+    np.testing.assert_array_equal(loaded.landmark_means, bundle.landmark_means)
+
+
+def test_model_json_is_plain_and_records_checksums(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    doc = json.loads((path / MODEL_JSON).read_text())
+    assert doc["format"] == "geneinfer-model" and doc["format_version"] == FORMAT_VERSION
+    assert doc["kind"] == "ridge"
+    assert len(doc["files"][WEIGHTS_FILE]["sha256"]) == 64
+    assert doc["landmarks"]["ids"][:2] == ["1000", "1001"]
+    assert doc["gene_metrics"]["valid_r"][3] is None  # NaN stored as null
+
+
+def test_save_replaces_a_model_but_not_other_folders(tmp_path, ridge_bundle, rng):
+    path = ridge_bundle.save(tmp_path / "m")
+    other, X = _bundle("ridge", rng, alphas=[1e4])
+    other.save(path)
+    np.testing.assert_array_equal(InferenceModel.load(path).predict_log2(X), other.predict_log2(X))
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary leftovers
+    busy = tmp_path / "results"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("keep me")
+    with pytest.raises(GeneinferError, match="not a geneinfer model"):
+        ridge_bundle.save(busy)
+    assert (busy / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_save_leaves_nothing(tmp_path, ridge_bundle):
+    ridge_bundle.info["bad"] = object()  # not JSON-able
+    with pytest.raises(ModelFileError, match="cannot save"):
+        ridge_bundle.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tampered_weights_rejected(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    raw = bytearray((path / WEIGHTS_FILE).read_bytes())
+    raw[-5] ^= 0xFF  # flip bits inside the last array, same size
+    (path / WEIGHTS_FILE).write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        InferenceModel.load(path)
+
+
+def test_truncated_weights_rejected(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    raw = (path / WEIGHTS_FILE).read_bytes()
+    (path / WEIGHTS_FILE).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        InferenceModel.load(path)
+
+
+def test_truncated_json_rejected(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    text = (path / MODEL_JSON).read_text()
+    (path / MODEL_JSON).write_text(text[: len(text) // 3])
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        InferenceModel.load(path)
+
+
+def test_future_format_version_rejected(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    doc = json.loads((path / MODEL_JSON).read_text())
+    doc["format_version"] = FORMAT_VERSION + 1
+    (path / MODEL_JSON).write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="newer than this geneinfer"):
+        InferenceModel.load(path)
+
+
+def test_missing_files_rejected(tmp_path, ridge_bundle):
+    with pytest.raises(ModelFileError, match="no such model"):
+        InferenceModel.load(tmp_path / "nope")
+    path = ridge_bundle.save(tmp_path / "m")
+    (path / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        InferenceModel.load(path)
+    (path / MODEL_JSON).unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        InferenceModel.load(path)
+
+
+def test_inconsistent_json_is_a_model_file_error(tmp_path, ridge_bundle):
+    path = ridge_bundle.save(tmp_path / "m")
+    doc = json.loads((path / MODEL_JSON).read_text())
+    doc["targets"]["ids"] = doc["targets"]["ids"][:-1]  # one target too few
+    (path / MODEL_JSON).write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError):
+        InferenceModel.load(path)
+
+
+@pytest.mark.parametrize("kind", ["ridge", "dgex"])
+def test_load_never_unpickles(tmp_path, rng, monkeypatch, kind):
+    params = {"hidden": (16,), "max_epochs": 2, "progress": False} if kind == "dgex" else {}
+    bundle, X = _bundle(kind, rng, **params)
+    path = bundle.save(tmp_path / "m")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle used while loading a model")
+
+    monkeypatch.setattr(pickle, "load", forbidden)
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    monkeypatch.setattr(pickle, "Unpickler", forbidden)
+    import torch
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    loaded = InferenceModel.load(path)
+    np.testing.assert_array_equal(loaded.predict_log2(X), bundle.predict_log2(X))
+
+
+def test_predict_selects_landmarks_by_id_and_reports_metadata(ridge_bundle):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    ids = ridge_bundle.landmark_ids
+    # shuffled columns plus an extra gene: selection is by id, not position
+    order = np.random.default_rng(2).permutation(N_LM)
+    extra = np.full((len(X), 1), 5.0, dtype=np.float32)
+    data = _data(np.hstack([X[:, order], extra]), [ids[i] for i in order] + ["999999"])
+    out = ridge_bundle.predict(data)
+    np.testing.assert_allclose(out.values, ridge_bundle.predict_log2(X), rtol=1e-6)
+    assert list(out.gene_ids) == ridge_bundle.target_ids
+    assert list(out.sample_ids) == list(data.sample_ids)
+    assert out.scale == "log2"
+    assert list(out.genes.columns[:3]) == ["symbol", "valid_r", "valid_mae"]
+    assert out.genes["symbol"].iloc[0] == "TG0"
+    assert np.isnan(out.genes["valid_r"].iloc[3])
+
+
+def test_missing_landmarks_error_lists_them(ridge_bundle):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    data = _data(X[:, 2:], ridge_bundle.landmark_ids[2:])
+    with pytest.raises(
+        MissingGenesError, match=r"2 landmark genes missing in query\.gct: 1000, 1001$"
+    ):
+        ridge_bundle.predict(data)
+
+
+def test_missing_landmarks_imputed_from_training_means(ridge_bundle, caplog):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    data = _data(X[:, 2:], ridge_bundle.landmark_ids[2:])
+    with caplog.at_level(logging.WARNING):
+        out = ridge_bundle.predict(data, missing_landmarks="impute")
+    assert "2 of 30 landmark genes missing in query.gct; imputed" in caplog.text
+    filled = X.copy()
+    filled[:, :2] = ridge_bundle.landmark_means[:2]
+    np.testing.assert_allclose(out.values, ridge_bundle.predict_log2(filled), rtol=1e-6)
+    with pytest.raises(GeneinferError, match="'error' or 'impute'"):
+        ridge_bundle.predict(data, missing_landmarks="zero")
+
+
+def test_nan_landmark_values_stay_missing_unless_imputed(ridge_bundle):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    X = X.copy()
+    X[0, 5] = np.nan
+    data = _data(X, ridge_bundle.landmark_ids)
+    out = ridge_bundle.predict(data)
+    assert np.isnan(out.values[0]).all() and np.isfinite(out.values[1:]).all()
+    imputed = ridge_bundle.predict(data, missing_landmarks="impute")
+    assert np.isfinite(imputed.values).all()
+    np.testing.assert_allclose(imputed.values[1:], out.values[1:], rtol=1e-6)
+
+
+def test_symbol_keyed_input_uses_landmark_symbols(ridge_bundle):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    data = _data(X, ridge_bundle.landmark_symbols, kind="symbol")
+    np.testing.assert_allclose(
+        ridge_bundle.predict(data).values, ridge_bundle.predict_log2(X), rtol=1e-6
+    )
+
+
+def test_linear_scale_input_is_put_on_log2(ridge_bundle):
+    _, X = _bundle("ridge", np.random.default_rng(1))
+    linear = ExpressionData(
+        values=np.exp2(X) * 40,  # MAS5-like intensities (hundreds to thousands)
+        gene_ids=ridge_bundle.landmark_ids,
+        sample_ids=[f"s{i}" for i in range(len(X))],
+        scale="linear",
+    )
+    shifted = ridge_bundle.predict_log2(np.log2(np.exp2(X) * 40))
+    np.testing.assert_allclose(ridge_bundle.predict(linear).values, shifted, rtol=1e-5)

@@ -1,0 +1,102 @@
+"""Streaming prediction on real L1000 files: values, metadata, formats, gene matching."""
+
+from __future__ import annotations
+
+import anndata
+import h5py
+import numpy as np
+import pytest
+
+import geneinfer.io as gio
+from geneinfer.predict import Predictor, as_predictor, predict_file
+from geneinfer.predict.writers import done_paths, partial_path
+
+from .helpers import L1000_GCT, L1000_GCTX, read_l1000, read_l1000_gct
+
+
+def test_gctx_output_equals_model_and_keeps_metadata(shared, model, tmp_path):
+    out = tmp_path / "pred.gctx"
+    res = predict_file(model, shared / L1000_GCTX, out, block_size=100, batch_size=64,
+                       with_reliability=True, progress=False)
+    d = read_l1000(shared)
+    expected = model.predict_log2(d["X"])
+    assert (res.n_samples, res.n_genes) == (377, 300)
+    with h5py.File(out, "r") as f:
+        Y = f["0/DATA/0/matrix"][:]
+        assert int(f.attrs["geneinfer_complete"]) == 1
+        assert [s.decode() for s in f["0/META/ROW/id"][:]] == model.target_ids
+        assert [s.decode() for s in f["0/META/ROW/pr_gene_symbol"][:]] == model.target_symbols
+        np.testing.assert_allclose(f["0/META/ROW/valid_r"][:],
+                                   model.gene_metrics["valid_r"].to_numpy())
+        assert [s.decode() for s in f["0/META/COL/id"][:]] == d["sample_ids"]
+        # all 37 other sample columns copied unchanged (dtype and values)
+        assert set(f["0/META/COL"]) == set(d["col"])
+        for k, v in d["col"].items():
+            np.testing.assert_array_equal(f["0/META/COL"][k][:], v)
+    np.testing.assert_allclose(Y, expected, rtol=1e-5, atol=1e-4)
+    assert not partial_path(out).exists() and not done_paths(out)
+    # the project's own GCTX reader sees the same data
+    back = gio.read(out)
+    assert back.shape == (377, 300)
+    np.testing.assert_array_equal(back.values, Y)
+
+
+def test_gct_text_input_and_h5ad_output(shared, model, tmp_path):
+    """The text GCT: probe ids matched to the model's Entrez ids through ``pr_gene_id``."""
+    out = tmp_path / "pred.h5ad"
+    predict_file(model, shared / L1000_GCT, out, block_size=50, progress=False)
+    ad = anndata.read_h5ad(out)
+    d = read_l1000(shared)
+    assert list(ad.var_names) == model.target_ids
+    assert list(ad.obs_names) == d["sample_ids"]
+    assert (ad.obs["pert_iname"] == "DMSO").sum() > 0
+    np.testing.assert_allclose(ad.X, model.predict_log2(read_l1000_gct(shared)),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_min_r_keeps_reliable_genes_and_says_how_many(shared, model, tmp_path, capsys):
+    out = tmp_path / "best.gctx"
+    res = predict_file(model, shared / L1000_GCTX, out, min_r=0.7, progress=True)
+    r = model.gene_metrics["valid_r"].to_numpy()
+    keep = np.flatnonzero(r >= 0.7)
+    assert res.n_genes == len(keep) and 0 < len(keep) < 300
+    assert f"{len(keep)} of 300 target genes pass valid_r >= 0.7" in capsys.readouterr().err
+    full = model.predict_log2(read_l1000(shared)["X"])
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["0/DATA/0/matrix"][:], full[:, keep], rtol=1e-5, atol=1e-4)
+        assert [s.decode() for s in f["0/META/ROW/id"][:]] == [model.target_ids[i] for i in keep]
+
+
+@pytest.mark.parametrize("suffix", [".gct", ".tsv"])
+def test_small_text_outputs_via_io_write(shared, model, tmp_path, suffix):
+    out = tmp_path / f"pred{suffix}"
+    predict_file(model, shared / L1000_GCTX, out, progress=False)
+    back = gio.read(out)
+    assert back.shape == (377, 300)
+    assert list(back.gene_ids) == model.target_ids
+    np.testing.assert_allclose(back.values, model.predict_log2(read_l1000(shared)["X"]),
+                               atol=1e-3)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_generic_predict_fn_and_checksum(shared, tmp_path):
+    """The core works with any callable; the checksum changes when the weights change."""
+    d = read_l1000(shared)
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((978, 40)).astype(np.float32) * 0.01
+    p1 = Predictor(lambda X: X @ W, d["entrez"], [f"t{i}" for i in range(40)])
+    p2 = Predictor(lambda X: X @ (W * 1.01), d["entrez"], [f"t{i}" for i in range(40)])
+    assert p1.checksum != p2.checksum and as_predictor(p1) is p1
+    out = tmp_path / "o.gctx"
+    predict_file(p1, shared / L1000_GCTX, out, block_size=128, progress=False)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["0/DATA/0/matrix"][:], d["X"] @ W, rtol=1e-5, atol=1e-5)
+
+
+def test_model_directory_is_loaded(shared, model_dir, model, tmp_path):
+    out = tmp_path / "o.gctx"
+    predict_file(model_dir, shared / L1000_GCTX, out, progress=False)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["0/DATA/0/matrix"][:],
+                                   model.predict_log2(read_l1000(shared)["X"]),
+                                   rtol=1e-5, atol=1e-4)
