@@ -66,8 +66,14 @@ def _task(name: str, path: Path, n_samples: int, n_genes: int) -> float:
     elif name == "gctx_h5py_write":
         chunk = (min(default_chunk_samples(n_genes), n_samples), n_genes)
         with h5py.File(path, "w") as f:
-            f.create_dataset("0/DATA/0/matrix", data=data.values, chunks=chunk,
-                             compression="gzip", compression_opts=4, shuffle=True)
+            f.create_dataset(
+                "0/DATA/0/matrix",
+                data=data.values,
+                chunks=chunk,
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
+            )
             f.create_dataset("0/META/ROW/id", data=np.array(data.gene_ids, dtype="S"))
             f.create_dataset("0/META/COL/id", data=np.array(data.sample_ids, dtype="S"))
     elif name == "gctx_ours_read":
@@ -109,8 +115,18 @@ def _child(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- parent
 def _run(task: str, path: Path, shape: tuple[int, int]) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2", MKL_NUM_THREADS="2")
-    cmd = [sys.executable, __file__, "--child", task, "--path", str(path),
-           "--n-samples", str(shape[0]), "--n-genes", str(shape[1])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        task,
+        "--path",
+        str(path),
+        "--n-samples",
+        str(shape[0]),
+        "--n-genes",
+        str(shape[1]),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -119,9 +135,11 @@ def _row(label: str, ours: dict, base: dict | None, base_label: str) -> str:
     line = f"  {label:<22} ours {ours['seconds']:7.2f} s {ours['peak_mb']:7.0f} MB"
     if base is None:
         return line
-    return (f"{line} | {base_label:<14} {base['seconds']:7.2f} s {base['peak_mb']:7.0f} MB"
-            f" | ratio time {ours['seconds'] / base['seconds']:5.2f}"
-            f" mem {ours['peak_mb'] / base['peak_mb']:5.2f}")
+    return (
+        f"{line} | {base_label:<14} {base['seconds']:7.2f} s {base['peak_mb']:7.0f} MB"
+        f" | ratio time {ours['seconds'] / base['seconds']:5.2f}"
+        f" mem {ours['peak_mb'] / base['peak_mb']:5.2f}"
+    )
 
 
 def main() -> None:

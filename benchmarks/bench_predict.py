@@ -207,6 +207,7 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=10_000)
     ap.add_argument("--sharded-size", type=int, default=50_000)
     ap.add_argument("--scratch", default="/tmp")
+    ap.add_argument("--skip-sharded", action="store_true")
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -249,13 +250,14 @@ def main() -> None:
                       f"disk limit {t_disk:6.1f} s ({disk / 1e6:.0f} MB/s, "
                       f"{n_bytes / 1e9:.1f} GB) | wall / slower limit "
                       f"{r['seconds'] / limit:.2f} (target <= 1.5)")
-            big = [x for x in rows if x[0] == kind and x[1] == max(sizes)][0]
+            big = next(x for x in rows if x[0] == kind and x[1] == max(sizes))
             rate = big[1] / big[2]["seconds"]
             rss = [x[2]["rss_gb"] for x in rows if x[0] == kind]
             print(f"{kind:3s}: peak RSS {' / '.join(f'{v:.2f}' for v in rss)} GB at "
                   f"{' / '.join(str(s) for s in sizes)} profiles; 1.3M profiles would take "
                   f"{1.3e6 / rate / 60:.1f} min ({1.3e6 * N_TARGETS * 4 / 1e9:.0f} GB output)")
-        sharded(scratch, inputs, args, sizes)
+        if not args.skip_sharded:
+            sharded(scratch, inputs, args, sizes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -134,3 +134,36 @@ def test_map_gene_ids_without_any_ensembl_table_says_what_to_get(tmp_path, monke
 def test_map_gene_ids_refuses_probe_data(bladder_probes):
     with pytest.raises(GeneinferError, match="collapse"):
         map_gene_ids(bladder_probes.select_genes(["1007_s_at", "1053_at"]))
+
+
+def test_hgnc_complete_set_in_data_dir_takes_precedence(tmp_path, shared):
+    genes = tmp_path / "genes"
+    genes.mkdir()
+    for name in ("GSE92742_Broad_LINCS_gene_info.txt", "dgex_map_lm.txt", "dgex_map_tg.txt"):
+        (genes / name).symlink_to(shared / "genes" / name)
+    # HGNC complete-set layout (subset of its columns, real rows).
+    (genes / "hgnc_complete_set.txt").write_text(
+        "hgnc_id\tsymbol\tname\tlocus_group\tentrez_id\tensembl_gene_id\n"
+        "HGNC:2730\tDDR1\tdiscoidin domain receptor tyrosine kinase 1\tprotein-coding gene"
+        "\t780\tENSG00000204580\n"
+        "HGNC:7080\tMARCHF1\tmembrane associated ring-CH-type finger 1\tprotein-coding gene"
+        "\t55016\tENSG00000145416\n"
+    )
+    m = load_id_map(data_dir=tmp_path)
+    assert m.sources[0].startswith("HGNC")
+    assert m.resolve(["ENSG00000204580", "MARCHF1", "UBE2C"]).tolist() == [
+        "780", "55016", "11065"]
+    bad = tmp_path / "bad" / "genes"
+    bad.mkdir(parents=True)
+    (bad / "hgnc_complete_set.txt").write_text("symbol\tname\nDDR1\tx\n")
+    with pytest.raises(GeneinferError, match="HGNC"):
+        load_id_map(data_dir=tmp_path / "bad")
+
+
+def test_map_gene_ids_with_nothing_mappable_is_an_error():
+    id_map = GeneIdMap(pd.DataFrame({"symbol": ["DPM1"], "entrez": ["8813"],
+                                     "ensembl": ["ENSG00000000419"]}))
+    data = ExpressionData(values=np.ones((1, 2)), gene_ids=["ENSG00000999998", "ENSG00000999999"],
+                          sample_ids=["s"], gene_id_kind="ensembl", scale="counts")
+    with pytest.raises(GeneinferError, match="none of the 2 ensembl ids"):
+        map_gene_ids(data, id_map=id_map)

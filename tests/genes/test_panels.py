@@ -8,7 +8,7 @@ from sklearn.linear_model import Ridge
 
 from geneinfer.data import ExpressionData
 from geneinfer.datasets import load_embedded
-from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
+from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError, InputFormatError
 from geneinfer.genes import (
     Panel,
     get_panel,
@@ -31,11 +31,9 @@ def test_l1000_panel_is_the_978_lincs_landmarks(shared):
 def test_dgex_panel_converts_all_but_a_few_genes_and_accounts_for_each(shared):
     p = get_panel("dgex", data_dir=shared)
     assert len(p.landmarks) == 943
-    accounted = (len(p.targets) + len(p.info["targets_same_gene_as_landmark"])
-                 + len(p.info["target_duplicates"])
-                 + sum(1 for s in p.unresolved if s not in p.symbols.values()))
     assert len(p.unresolved) <= 40
-    assert accounted >= 9520 - len(p.landmarks) * 0  # every target is listed somewhere
+    # Every D-GEX target is accounted for: converted, same gene as a landmark, duplicate of
+    # another target, or unresolved (all 31 unresolved genes are targets).
     assert len(p.targets) + len(p.info["targets_same_gene_as_landmark"]) \
         + len(p.info["target_duplicates"]) + len(p.unresolved) == 9520
     assert p.symbols[p.landmarks[0]] == "UBE2C"
@@ -122,3 +120,22 @@ def test_select_landmarks_returns_ids_and_skips_incomplete_genes():
     with pytest.raises(GeneinferError):
         select_landmarks(ExpressionData(values=np.ones((3, 4)), gene_ids=list("abcd"),
                                         sample_ids=list("xyz")), n=2)
+
+
+def test_named_panels_offline_without_files_say_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENEINFER_OFFLINE", "1")
+    monkeypatch.setenv("GENEINFER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataUnavailableError, match=r"GSE92742_Broad_LINCS_gene_info\.txt\.gz"):
+        get_panel("l1000", data_dir=tmp_path)
+    with pytest.raises(DataUnavailableError, match=r"dgex_map_lm\.txt"):
+        get_panel("dgex", data_dir=tmp_path)
+
+
+def test_targets_in_data_follow_the_panel(shared):
+    data = load_embedded(["bladderbatch"])["bladderbatch"]
+    p = get_panel("l1000", data_dir=shared)
+    tg = p.targets_in(data)
+    assert len(tg) == panel_coverage(p, data).n_targets_found
+    assert not set(tg) & set(p.landmarks)
+    open_panel = Panel("lm only", landmarks=p.landmarks)
+    assert len(open_panel.targets_in(data)) == data.n_genes - 975

@@ -26,8 +26,10 @@ def test_detect_from_name_and_content(shared: Path, tmp_path: Path):
     assert detect_format(shared / "rnaseq" / "geuvadis85_counts.tsv.gz") == "tsv"
     assert detect_format("GSE1_series_matrix.txt.gz") == "series-matrix"
     # content when the name says nothing
-    for src, fmt in [("l1000/test_l1000.gct", "gct"), ("l1000/test_l1000_highprecision.gctx",
-                                                         "gctx")]:
+    for src, fmt in [
+        ("l1000/test_l1000.gct", "gct"),
+        ("l1000/test_l1000_highprecision.gctx", "gctx"),
+    ]:
         copy = tmp_path / f"noext_{fmt}"
         copy.write_bytes((shared / src).read_bytes())
         assert detect_format(copy) == fmt
@@ -59,8 +61,12 @@ def test_write_dispatch_errors(tmp_path: Path):
 def test_all_writable_formats_round_trip(tmp_path: Path, rng):
     vals = rng.lognormal(5, 2, size=(7, 30)).astype(np.float32)
     vals[2, 3] = np.nan
-    data = ExpressionData(values=vals, gene_ids=[f"ENSG{i:011d}" for i in range(30)],
-                          sample_ids=[f"s {i}" for i in range(7)], scale="linear")
+    data = ExpressionData(
+        values=vals,
+        gene_ids=[f"ENSG{i:011d}" for i in range(30)],
+        sample_ids=[f"s {i}" for i in range(7)],
+        scale="linear",
+    )
     for name in ("a.gct", "a.gct.gz", "a.gctx", "a.tsv", "a.csv.gz", "a.h5ad"):
         write(data, tmp_path / name)
         back = read(tmp_path / name)
@@ -68,6 +74,7 @@ def test_all_writable_formats_round_trip(tmp_path: Path, rng):
         assert list(back.sample_ids) == list(data.sample_ids), name
         assert back.gene_id_kind == "ensembl", name
         assert back.n_missing() == 1, name
+        assert back.scale == "linear", name  # GCT/GCTX: a "values" row; h5ad: uns; tables: guess
         blocks = list(iter_sample_blocks(tmp_path / name, block_size=3))
         assert np.array_equal(np.concatenate([b.values for b in blocks]), vals, equal_nan=True)
 

@@ -120,7 +120,7 @@ BAD = {
     "too_many_rows": (SMALL.replace("3\t2\t1\t2", "2\t2\t1\t2"), 8, "2 genes"),
     "header_fields": (SMALL.replace("3\t2\t1\t2", "3\t3\t1\t2"), 3, "fields"),
     "non_numeric": (SMALL.replace("7.5", "7.5x"), 7, "number"),
-    "dup_gene": (SMALL.replace("1053_at", "1007_s_at"), None, "unique gene"),
+    "dup_gene": (SMALL.replace("1053_at", "1007_s_at"), 7, "unique gene"),
     "dup_sample": (SMALL.replace("S1\tS2", "S1\tS1"), 3, "unique sample"),
     "short_row": (SMALL.replace("RFC2\tNA\t7.5", "RFC2\tNA"), 7, "fields"),
     "long_row": (SMALL.replace("RFC2\tNA\t7.5", "RFC2\tNA\t7.5\t1"), 7, "4 fields"),
@@ -141,6 +141,12 @@ def test_malformed_gct_raises_input_format_error(case, write_text):
     if expected is not None:
         assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_crlf_line_ends(write_text):
+    data = read_gct(write_text("crlf.gct", SMALL.replace("\n", "\r\n")))
+    assert data.shape == (2, 3) and data.n_missing() == 2
+    assert list(data.genes["pr_gene_symbol"]) == ["DDR1", "RFC2", "HSPA6"]
 
 
 def test_empty_and_truncated_gzip(write_text, tmp_path: Path, shared: Path):

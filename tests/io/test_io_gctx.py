@@ -161,6 +161,9 @@ def test_malformed_gctx(tmp_path: Path, l1000_gctx: Path):
     text = tmp_path / "text.gctx"
     text.write_text("#1.3\nnot hdf5\n")
     cases["not_hdf5"] = (text, None)
+    empty = tmp_path / "empty.gctx"
+    empty.write_bytes(b"")
+    cases["empty"] = (empty, None)
     for name, (path, where) in cases.items():
         with pytest.raises(InputFormatError) as err:
             read_gctx(path)

@@ -52,3 +52,16 @@ def test_bad_h5ad(tmp_path: Path, l1000_gctx: Path):
         with pytest.raises(InputFormatError) as err:
             read(tmp_path / name)
         assert err.value.path == str(tmp_path / name)
+
+
+def test_missing_anndata_gives_install_hint(tmp_path: Path, monkeypatch):
+    import sys
+
+    from geneinfer.data import ExpressionData
+    from geneinfer.errors import GeneinferError
+
+    monkeypatch.setitem(sys.modules, "anndata", None)  # makes "import anndata" fail
+    data = ExpressionData(values=np.ones((1, 1)), gene_ids=["g"], sample_ids=["s"])
+    with pytest.raises(GeneinferError, match=r"pip install 'geneinfer\[anndata\]'"):
+        write(data, tmp_path / "x.h5ad")
+    assert list(tmp_path.iterdir()) == []

@@ -101,23 +101,25 @@ def test_table_round_trip(data: ExpressionData, fmt: str, orientation: str):
 
 
 GCT_TEXT = (
-    "#1.3\n3\t2\t2\t2\nid\tpr_gene_symbol\tpr_gene_id\tGSM1\tGSM2\n"
-    "dataset\tna\tna\tdemo\tdemo\nvalues\tna\tna\tMAS5 linear\tMAS5 linear\n"
-    "1007_s_at\tDDR1\t780\t1946.9\t2203\n1053_at\tRFC2\t5982\tNA\t240.2\n"
-    "117_at\tHSPA6\t3310\t134\t215.3\n"
-).encode()
-TSV_TEXT = b"gene_id\tS1\tS2\nENSG00000000003\t10\t20\nENSG00000000005\t\t7\nENSG00000000419\t3\t4\n"
+    b"#1.3\n3\t2\t2\t2\nid\tpr_gene_symbol\tpr_gene_id\tGSM1\tGSM2\n"
+    b"dataset\tna\tna\tdemo\tdemo\nvalues\tna\tna\tMAS5 linear\tMAS5 linear\n"
+    b"1007_s_at\tDDR1\t780\t1946.9\t2203\n1053_at\tRFC2\t5982\tNA\t240.2\n"
+    b"117_at\tHSPA6\t3310\t134\t215.3\n"
+)
+TSV_TEXT = (
+    b"gene_id\tS1\tS2\nENSG00000000003\t10\t20\nENSG00000000005\t\t7\nENSG00000000419\t3\t4\n"
+)
 SERIES_TEXT = (
-    '!Series_geo_accession\t"GSE781"\n!Sample_title\t"N035"\t"C035"\n'
-    '!Sample_geo_accession\t"GSM11805"\t"GSM11810"\n!series_matrix_table_begin\n'
-    '"ID_REF"\t"GSM11805"\t"GSM11810"\n"1007_s_at"\t1946.9\t2203\n"1053_at"\t53.8\t\n'
-    "!series_matrix_table_end\n"
-).encode()
+    b'!Series_geo_accession\t"GSE781"\n!Sample_title\t"N035"\t"C035"\n'
+    b'!Sample_geo_accession\t"GSM11805"\t"GSM11810"\n!series_matrix_table_begin\n'
+    b'"ID_REF"\t"GSM11805"\t"GSM11810"\n"1007_s_at"\t1946.9\t2203\n"1053_at"\t53.8\t\n'
+    b"!series_matrix_table_end\n"
+)
 SOFT_TEXT = (
-    "^PLATFORM = GPL96\n!platform_table_begin\nID\tGene Symbol\n1007_s_at\tDDR1\n"
-    "1053_at\tRFC2\n!platform_table_end\n^SAMPLE = GSM1\n!Sample_platform_id = GPL96\n"
-    "!sample_table_begin\nID_REF\tVALUE\n1007_s_at\t1946.9\n1053_at\t53.8\n!sample_table_end\n"
-).encode()
+    b"^PLATFORM = GPL96\n!platform_table_begin\nID\tGene Symbol\n1007_s_at\tDDR1\n"
+    b"1053_at\tRFC2\n!platform_table_end\n^SAMPLE = GSM1\n!Sample_platform_id = GPL96\n"
+    b"!sample_table_begin\nID_REF\tVALUE\n1007_s_at\t1946.9\n1053_at\t53.8\n!sample_table_end\n"
+)
 FILES = {
     "x.gct": GCT_TEXT,
     "x.gct.gz": gzip.compress(GCT_TEXT),

@@ -87,11 +87,14 @@ BAD_SOFT = {
     "non_numeric": (SOFT_HEAD + _sample("GSM1", "1007_s_at\tabc\tP\n"), 23),
     "ragged": (SOFT_HEAD + _sample("GSM1", "1007_s_at\t1\n"), 23),
     "no_value": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS).replace("\tVALUE\t", "\tVAL\t"), 22),
-    "unterminated": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS).replace("!sample_table_end\n", ""),
-                     None),
+    "unterminated": (
+        SOFT_HEAD + _sample("GSM1", GOOD_ROWS).replace("!sample_table_end\n", ""),
+        None,
+    ),
     "dup_sample": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS) + _sample("GSM1", GOOD_ROWS), None),
     "dup_row": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS + "117_at\t1\tP\n"), 22),
     "no_samples": (SOFT_HEAD, None),
+    "empty": ("", None),
 }
 
 
@@ -169,7 +172,9 @@ def test_malformed_series_matrix(gse781_gpl96: ExpressionData, write_text):
         "bad_number": good.replace('"1007_s_at"\t', '"1007_s_at"\tx', 1),
         "long_row": good.replace('"1053_at"\t', '"1053_at"\t1\t', 1),
         "short_row": good.replace('"117_at"\t', '"117_at"', 1),
-        "meta_count": good.replace('!Sample_organism_ch1\t"Homo sapiens"\t', "!Sample_organism_ch1\t"),
+        "meta_count": good.replace(
+            '!Sample_organism_ch1\t"Homo sapiens"\t', "!Sample_organism_ch1\t"
+        ),
         "dup_gene": good.replace('"1053_at"', '"1007_s_at"'),
     }
     for name, text in cases.items():

@@ -46,7 +46,9 @@ def test_geuvadis_blocks_and_samples_in_rows_round_trip(geuvadis: ExpressionData
 
 
 def test_symbol_tables_and_metadata_columns(write_text):
-    text = "gene\tdescription\tS1\tS2\nDDR1\tkinase\t1.5\tNA\nRFC2\tfactor\t2\t3\nHSPA6\theat\t\t4\n"
+    text = (
+        "gene\tdescription\tS1\tS2\nDDR1\tkinase\t1.5\tNA\nRFC2\tfactor\t2\t3\nHSPA6\theat\t\t4\n"
+    )
     data = read(write_text("sym.tsv", text))
     assert data.gene_id_kind == "symbol"
     assert list(data.genes["description"]) == ["kinase", "factor", "heat"]
@@ -99,3 +101,20 @@ def test_empty_and_truncated(tmp_path: Path, shared: Path):
     (tmp_path / "cut.tsv.gz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputFormatError, match="truncated"):
         read(tmp_path / "cut.tsv.gz")
+
+
+def test_table_writer_is_atomic(geuvadis: ExpressionData, tmp_path: Path, monkeypatch):
+    from geneinfer.io import table as table_mod
+
+    calls = []
+
+    def fail_on_second(block):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return [""] * block.shape[0]
+
+    monkeypatch.setattr(table_mod, "format_block", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        write(geuvadis, tmp_path / "counts.tsv")  # 10,101 genes: several 1,000-row chunks
+    assert list(tmp_path.iterdir()) == []

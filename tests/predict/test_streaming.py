@@ -100,3 +100,25 @@ def test_model_directory_is_loaded(shared, model_dir, model, tmp_path):
         np.testing.assert_allclose(f["0/DATA/0/matrix"][:],
                                    model.predict_log2(read_l1000(shared)["X"]),
                                    rtol=1e-5, atol=1e-4)
+
+
+def test_shards_are_contiguous_and_cover_all_blocks():
+    from geneinfer.predict.sharded import shard
+
+    for n, world in [(12, 2), (7, 3), (2, 4)]:
+        parts = [shard(range(n), world, r) for r in range(world)]
+        assert [b for p in parts for b in p] == list(range(n))
+        assert all(p == list(range(p[0], p[-1] + 1)) for p in parts if p)
+
+
+def test_output_format_from_extension_or_option(tmp_path):
+    from geneinfer.errors import GeneinferError
+    from geneinfer.predict.writers import output_format
+
+    assert output_format(tmp_path / "a.gctx") == "gctx"
+    assert output_format(tmp_path / "a.GCT") == "gct"
+    assert output_format(tmp_path / "a.bin", "h5ad") == "h5ad"
+    with pytest.raises(GeneinferError, match="cannot tell the output format"):
+        output_format(tmp_path / "a.bin")
+    with pytest.raises(GeneinferError, match="unknown output format"):
+        output_format(tmp_path / "a.gctx", "xlsx")

@@ -106,7 +106,7 @@ def test_large_input_uses_projected_clustering(bladder):
     X = mix @ genes + rng.normal(0, 0.05, size=(2400, genes.shape[1]))
     copies = rng.choice(2400, size=30, replace=False)
     X = np.vstack([X, X[copies] + rng.normal(0, 0.01, size=(30, genes.shape[1]))])
-    keep, report = remove_duplicates(X, threshold=1.0, n_clusters=40)
-    assert report.n_clusters > 1
+    keep, report = remove_duplicates(X, threshold=1.0)  # default: ceil(sqrt(n)) clusters
+    assert report.n_clusters == 50
     np.testing.assert_array_equal(keep, reference_dedup(X, report.labels, 1.0))
     assert set(np.flatnonzero(~keep)) == set(range(2400, 2430))

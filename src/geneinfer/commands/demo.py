@@ -65,6 +65,7 @@ class PanelChoice:
     landmarks: list[str]
     targets: list[str]
     reason: str
+    dedup_summary: str = ""
 
 
 def load_demo_studies() -> dict[str, ExpressionData]:
@@ -142,15 +143,15 @@ def _model_params(name: str, quick: bool) -> dict[str, Any]:
     wanted: dict[str, Any] = {}
     if name == "dgex":
         wanted = {
-            "hidden": (256,) if quick else (512,),
-            "max_epochs": 30 if quick else 80,
+            "hidden": (256,),
+            "max_epochs": 20 if quick else 40,
             "patience": 5,
             "dropout": 0.1,
             "batch_size": 16,
             "seed": 0,
         }
     if name == "knn-ge":
-        wanted = {"k": 10}
+        wanted = {}
     return {k: v for k, v in wanted.items() if k in accepted}
 
 
@@ -202,15 +203,18 @@ def run_direction(
     data_dir: Any,
     out: Path | None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], PanelChoice]:
-    from geneinfer.train.pipeline import train_model
+    from geneinfer.train.pipeline import deduplicate, train_model
 
     train, test = studies[train_name], studies[test_name]
-    shared = [g for g in train.gene_ids if g in set(test.gene_ids)]
+    shared = list(train.gene_ids[train.gene_ids.isin(test.gene_ids)])
     choice = choose_panel(train, shared, data_dir=data_dir)
     if quick and len(choice.targets) > QUICK_TARGETS:
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(len(choice.targets), QUICK_TARGETS, replace=False))
         choice.targets = [choice.targets[i] for i in pick]
+    # Near-duplicate removal once for all models (train_model would repeat it per model).
+    train, dedup = deduplicate(train, shared)
+    choice.dedup_summary = dedup["summary"]
     per_gene: dict[str, pd.DataFrame] = {}
     for name in DEMO_MODELS:
         t0 = time.perf_counter()
@@ -220,6 +224,7 @@ def run_direction(
             panel=_panel_obj(choice),
             params=_model_params(name, quick),
             device="cpu",
+            dedup=False,
             progress=False,
         )
         per_gene[name] = evaluate_on(bundle, test)
@@ -241,7 +246,7 @@ def format_report(
     lines = [
         f"train {train_name} ({tr.n_samples} samples) -> test {test_name} "
         f"({te.n_samples} samples); {len(choice.landmarks)} landmarks -> "
-        f"{len(choice.targets)} targets",
+        f"{len(choice.targets)} targets; {choice.dedup_summary}",
         "",
         f"{'model':<8} {'MAE (std)':>10} {'median r':>9} {'genes better than OLS':>22}",
     ]

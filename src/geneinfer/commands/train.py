@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from geneinfer.errors import ConfigError
@@ -55,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-quantile", action="store_true", help="skip quantile normalisation of landmarks"
     )
     parser.add_argument(
-        "--checkpoint-dir", metavar="DIR", help="checkpoints for resuming torch training"
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="checkpoints for resuming torch training (default: .MODEL.checkpoints next to "
+        "--out, removed after a successful run)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
@@ -79,25 +84,38 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from geneinfer.models.bundle import check_model_path
     from geneinfer.train.pipeline import train_model
 
+    check_model_path(args.out)
+    params = parse_params(args.param)
+    # Torch models checkpoint here so an interrupted run resumes when the same command is
+    # rerun (checkpoints are fingerprinted by data and settings, so stale ones are ignored).
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else _default_checkpoints(args.out)
     model = train_model(
         args.train,
         model=args.model,
         panel=args.panel,
         valid=args.valid,
-        params=parse_params(args.param),
+        params=params,
         data_dir=args.data_dir,
         dedup=not args.no_dedup,
         quantile=not args.no_quantile,
         device=args.device,
-        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_dir=ckpt,
         progress=not args.quiet,
     )
     path = model.save(args.out)
+    if not args.checkpoint_dir:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the saved model supersedes them
     if not args.quiet:
         print(format_summary(model, path))
     return 0
+
+
+def _default_checkpoints(out: str) -> Path:
+    p = Path(out)
+    return p.parent / f".{p.name}.checkpoints"
 
 
 def format_summary(model: Any, path: Any = None) -> str:

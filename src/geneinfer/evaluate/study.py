@@ -683,6 +683,43 @@ def _summary_row(pg: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def learning_curve(history: Any) -> dict[str, list[float | None]]:
+    """Loss series per epoch from a model's ``history_``, whatever its layout.
+
+    Accepts ``{name: [values]}``, a list of per-epoch dicts (``{"epoch", "train_loss",
+    "val_loss"}``), a list of per-network dicts each holding such a ``"history"`` list (target
+    chunks; series get a ``#k`` suffix), or a plain list of numbers.
+    """
+    if history is None:
+        return {}
+    if isinstance(history, Mapping):
+        if "history" in history:
+            return learning_curve(history["history"])
+        return {str(k): _floats(v) for k, v in history.items() if _is_series(v)}
+    items = list(history)
+    if not items:
+        return {}
+    if all(isinstance(h, Mapping) and "history" in h for h in items):
+        out: dict[str, list[float | None]] = {}
+        for k, h in enumerate(items):
+            for name, vals in learning_curve(h["history"]).items():
+                out[name if len(items) == 1 else f"{name}#{k}"] = vals
+        return out
+    if all(isinstance(h, Mapping) for h in items):
+        keys = [k for k in items[0] if str(k).endswith("loss")]
+        return {str(k): _floats([h.get(k) for h in items]) for k in keys}
+    return {"loss": _floats(items)} if _is_series(items) else {}
+
+
+def _is_series(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray)) and all(
+        x is None or isinstance(x, (int, float, np.number)) for x in v)
+
+
+def _floats(v: Sequence[Any]) -> list[float | None]:
+    return [None if x is None or not math.isfinite(float(x)) else float(x) for x in v]
+
+
 # ====================================================================== calibration
 def calibrate_predictions(Y: np.ndarray, P: np.ndarray, *, methods: Sequence[str],
                           shots: int = 5, repeats: int = 5, seed: int = 0) -> list[dict]:
@@ -981,12 +1018,7 @@ class Study:
                 rows.append({**base, "view": "within-study", **_summary_row(wz)})
             if self._needs_predictions(model, fold):
                 preds[name] = P
-        history = getattr(est, "history_", None)
-        if history is not None and not isinstance(history, Mapping):
-            history = {"loss": list(np.asarray(history, dtype=float).ravel())}
-        history = {k: [float(x) for x in np.asarray(v, dtype=float).ravel()]
-                   for k, v in (history or {}).items()
-                   if np.asarray(v).ndim <= 1 and np.asarray(v).dtype.kind in "fiu"}
+        history = learning_curve(getattr(est, "history_", None))
         return {"rows": rows, "per_gene": per_gene, "preds": preds, "history": history}
 
     def _save_unit(self, model: ModelSpec, fold: Fold, key: str, res: Mapping[str, Any]) -> None:

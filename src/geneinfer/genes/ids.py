@@ -525,6 +525,11 @@ def map_gene_ids(
         )
     target = id_map.lookup(data.gene_ids, src=src, dst=to)
     ok = target.notna().to_numpy()
+    if not ok.any():
+        raise GeneinferError(
+            f"none of the {data.n_genes} {src} ids of {data.source or 'the data'} could be "
+            f"mapped to {to} ids (e.g. {', '.join(data.gene_ids[:3])}) with {id_map!r}"
+        )
     unmapped = list(data.gene_ids[~ok])
     new_ids = pd.Index(target[ok].astype(str).to_numpy())
     uniq, codes = np.unique(new_ids.to_numpy(), return_inverse=True)

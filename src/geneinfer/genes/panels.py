@@ -367,8 +367,8 @@ def select_landmarks(
     ``max_components`` principal components, and grouped into ``n`` clusters with k-means;
     the gene nearest each centroid is a landmark (LINCS chose its landmarks by clustering
     genes in a similar way). Genes with missing values or zero variance are not candidates.
-    ``max_iter`` caps the k-means iterations: 978 clusters of ~12,600 genes take a few
-    seconds on two cores.
+    ``max_iter`` caps the k-means iterations (978 clusters of ~12,600 genes: tens of
+    seconds on two cores).
 
     Returns
     -------

@@ -314,6 +314,19 @@ def strip_derived_gene_columns(genes: pd.DataFrame) -> pd.DataFrame:
     return genes.drop(columns=drop)
 
 
+def samples_with_scale(samples: pd.DataFrame, scale: str) -> pd.DataFrame:
+    """Sample metadata plus a ``values`` column naming a known scale, if it has none.
+
+    GCT/GCTX have no header field for the scale; CMap-style files say it in a ``values``
+    column-metadata row, which readers turn back into :attr:`ExpressionData.scale`.
+    """
+    if scale == "unknown" or "values" in samples.columns:
+        return samples
+    out = samples.copy()
+    out["values"] = pd.Series([scale] * len(out), index=out.index, dtype=object)
+    return out
+
+
 def check_unique(path: PathLike, ids: Sequence[str], *, what: str, where: int | str | None) -> None:
     """Raise :class:`InputFormatError` naming the first duplicated id."""
     idx = pd.Index(ids)

@@ -42,6 +42,7 @@ from geneinfer.io._common import (
     meta_strings,
     open_text,
     parser_error,
+    samples_with_scale,
     scale_from_text,
     strip_derived_gene_columns,
     translate_errors,
@@ -258,7 +259,15 @@ def _read_body(
             where=hdr.data_start + bad_row,
             expected="a gene id in the first field",
         )
-    check_unique(path, ids, what="gene", where=f"data rows from line {hdr.data_start}")
+    dup = pd.Index(ids).duplicated()
+    if dup.any():
+        k = int(np.flatnonzero(dup)[0])
+        raise InputFormatError(
+            path,
+            f"duplicate gene id {ids[k]!r}",
+            where=hdr.data_start + k,
+            expected="unique gene ids",
+        )
     return ids, meta, out
 
 
@@ -395,7 +404,7 @@ def write_gct(
     written as ``NaN``. The file appears only when complete (atomic write).
     """
     genes = strip_derived_gene_columns(data.genes)
-    samples = data.samples
+    samples = samples_with_scale(data.samples, data.scale)
     if version == "1.2":
         if samples.shape[1] or set(genes.columns) - {"Description"}:
             raise GeneinferError("GCT 1.2 cannot hold sample or gene metadata; write 1.3")

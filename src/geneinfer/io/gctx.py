@@ -33,6 +33,7 @@ from geneinfer.io._common import (
     check_readable,
     check_unique,
     guess_gene_id_kind,
+    samples_with_scale,
     scale_from_text,
     strip_derived_gene_columns,
     translate_errors,
@@ -98,7 +99,7 @@ def _meta(path: PathLike, f: h5py.File, group: str, n: int, sel: np.ndarray | sl
                 path, f"metadata has shape {ds.shape}", where=f"/{group}/{name}", expected=f"({n},)"
             )
         vals = ds[()][sel]
-        out[name] = _texts(vals) if vals.dtype.kind in "SOU" else vals
+        out[name] = np.asarray(_texts(vals), dtype=object) if vals.dtype.kind in "SOU" else vals
     return out
 
 
@@ -161,31 +162,48 @@ def _scale(samples: pd.DataFrame) -> str:
     return (scales.pop() or "unknown") if len(scales) == 1 else "unknown"
 
 
-def _build(
-    path: PathLike,
-    f: h5py.File,
-    gene_ids: list[str],
-    sample_ids: list[str],
-    rows: np.ndarray | slice,
-    cols: np.ndarray | None,
-) -> ExpressionData:
-    ds = _dataset(path, f, MATRIX)
-    values = _read_rows(ds, rows, cols)
-    gsel: np.ndarray | slice = cols if cols is not None else slice(None)
-    g_index = pd.Index(np.asarray(gene_ids, dtype=object)[gsel], dtype=object)
-    s_index = pd.Index(np.asarray(sample_ids, dtype=object)[rows], dtype=object)
-    genes = _frame(_meta(path, f, ROW_META, len(gene_ids), gsel), g_index)
-    samples = _frame(_meta(path, f, COL_META, len(sample_ids), rows), s_index)
-    return ExpressionData(
-        values=values,
-        gene_ids=g_index,
-        sample_ids=s_index,
-        genes=add_derived_gene_columns(genes),
-        samples=samples,
-        scale=_scale(samples),
-        gene_id_kind=guess_gene_id_kind(list(g_index)),
-        source=str(path),
-    )
+class _FileMeta:
+    """Ids and metadata of an open GCTX file, read once and sliced per request."""
+
+    def __init__(self, path: PathLike, f: h5py.File) -> None:
+        self.path, self.f = path, f
+        self.gene_ids = _ids(path, f, ROW_META, "gene")
+        self.sample_ids = _ids(path, f, COL_META, "sample")
+        self.matrix = _dataset(path, f, MATRIX)
+        _check_matrix(path, self.matrix, len(self.sample_ids), len(self.gene_ids))
+        self.row_meta = _meta(path, f, ROW_META, len(self.gene_ids), slice(None))
+        self.col_meta = _meta(path, f, COL_META, len(self.sample_ids), slice(None))
+        self._genes_cache: dict[object, tuple[pd.Index, pd.DataFrame, str]] = {}
+
+    def _genes(self, cols: np.ndarray | None) -> tuple[pd.Index, pd.DataFrame, str]:
+        key = None if cols is None else cols.tobytes()
+        if key not in self._genes_cache:
+            gsel: np.ndarray | slice = cols if cols is not None else slice(None)
+            g_index = pd.Index(np.asarray(self.gene_ids, dtype=object)[gsel], dtype=object)
+            meta = {k: _take(v, gsel) for k, v in self.row_meta.items()}
+            genes = add_derived_gene_columns(_frame(meta, g_index))
+            self._genes_cache[key] = (g_index, genes, guess_gene_id_kind(list(g_index)))
+        return self._genes_cache[key]
+
+    def build(self, rows: np.ndarray | slice, cols: np.ndarray | None) -> ExpressionData:
+        values = _read_rows(self.matrix, rows, cols)
+        g_index, genes, kind = self._genes(cols)
+        s_index = pd.Index(np.asarray(self.sample_ids, dtype=object)[rows], dtype=object)
+        samples = _frame({k: _take(v, rows) for k, v in self.col_meta.items()}, s_index)
+        return ExpressionData(
+            values=values,
+            gene_ids=g_index,
+            sample_ids=s_index,
+            genes=genes,
+            samples=samples,
+            scale=_scale(samples),
+            gene_id_kind=kind,
+            source=str(self.path),
+        )
+
+
+def _take(values: np.ndarray, sel: np.ndarray | slice) -> np.ndarray:
+    return values[sel]
 
 
 def read_gctx(
@@ -208,17 +226,15 @@ def read_gctx(
     if sample_ids is not None and sample_slice is not None:
         raise GeneinferError("give sample_ids or sample_slice, not both")
     with translate_errors(path, what="GCTX (HDF5) file"), _open(path) as f:
-        g_ids = _ids(path, f, ROW_META, "gene")
-        s_ids = _ids(path, f, COL_META, "sample")
-        _check_matrix(path, _dataset(path, f, MATRIX), len(s_ids), len(g_ids))
-        cols = _positions(path, g_ids, gene_ids, "genes")
+        fm = _FileMeta(path, f)
+        cols = _positions(path, fm.gene_ids, gene_ids, "genes")
         rows: np.ndarray | slice
         if sample_slice is not None:
-            rows = slice(*sample_slice.indices(len(s_ids)))
+            rows = slice(*sample_slice.indices(len(fm.sample_ids)))
         else:
-            pos = _positions(path, s_ids, sample_ids, "samples")
+            pos = _positions(path, fm.sample_ids, sample_ids, "samples")
             rows = slice(None) if pos is None else pos
-        return _build(path, f, g_ids, s_ids, rows, cols)
+        return fm.build(rows, cols)
 
 
 def iter_gctx_blocks(
@@ -226,12 +242,10 @@ def iter_gctx_blocks(
 ) -> Iterator[ExpressionData]:
     """Yield consecutive blocks of ``block_size`` samples (optionally only ``genes``)."""
     with translate_errors(path, what="GCTX (HDF5) file"), _open(path) as f:
-        g_ids = _ids(path, f, ROW_META, "gene")
-        s_ids = _ids(path, f, COL_META, "sample")
-        _check_matrix(path, _dataset(path, f, MATRIX), len(s_ids), len(g_ids))
-        cols = _positions(path, g_ids, genes, "genes")
-        for start in range(0, len(s_ids), max(1, block_size)):
-            yield _build(path, f, g_ids, s_ids, slice(start, start + block_size), cols)
+        fm = _FileMeta(path, f)
+        cols = _positions(path, fm.gene_ids, genes, "genes")
+        for start in range(0, len(fm.sample_ids), max(1, block_size)):
+            yield fm.build(slice(start, start + block_size), cols)
 
 
 def peek_gctx(path: PathLike) -> tuple[int, int, list[str]]:
@@ -347,7 +361,8 @@ class GCTXWriter:
             self._file.attrs["src"] = self.path.name
             n_genes = len(self.gene_ids)
             chunk = chunk_samples or default_chunk_samples(n_genes)
-            chunks = (max(1, min(chunk, self.n_samples)), max(1, n_genes))
+            self.chunk_samples = max(1, min(chunk, self.n_samples))
+            chunks = (self.chunk_samples, max(1, n_genes))
             opts = {}
             if compression and self.n_samples and n_genes:
                 opts = {
@@ -465,6 +480,9 @@ def write_gctx(
         compression=compression,
         compression_level=compression_level,
     ) as w:
-        for start in range(0, data.n_samples, block_size):
-            w.write_block(start, data.values[start : start + block_size])
-        w.write_sample_meta(list(data.sample_ids), data.samples)
+        # blocks of whole chunks: no chunk is compressed twice
+        chunk = w.chunk_samples
+        step = max(chunk, block_size // chunk * chunk)
+        for start in range(0, data.n_samples, step):
+            w.write_block(start, data.values[start : start + step])
+        w.write_sample_meta(list(data.sample_ids), samples_with_scale(data.samples, data.scale))

@@ -107,12 +107,15 @@ def _check_layout(path: PathLike) -> None:
         absent = [k for k in ("obs", "var") if k not in f]
         if absent:
             raise InputFormatError(
-                path, f"no /{absent[0]} group", where=f"/{absent[0]}",
+                path,
+                f"no /{absent[0]} group",
+                where=f"/{absent[0]}",
                 expected="an AnnData file (X, obs, var)",
             )
         if "X" not in f:
-            raise InputFormatError(path, "has no X matrix", where="/X",
-                                   expected="a samples x genes X")
+            raise InputFormatError(
+                path, "has no X matrix", where="/X", expected="a samples x genes X"
+            )
 
 
 def read_h5ad(path: PathLike) -> ExpressionData:

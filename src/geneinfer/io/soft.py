@@ -387,8 +387,12 @@ def _check_short_rows(path: PathLike, table: pd.DataFrame, begin: int) -> None:
             if lineno in wanted:
                 n = len(_split_quoted(line.rstrip("\r\n")))
                 if n != table.shape[1]:
-                    raise InputFormatError(path, f"row has {n} fields", where=lineno,
-                                           expected=f"{table.shape[1]} fields like the header")
+                    raise InputFormatError(
+                        path,
+                        f"row has {n} fields",
+                        where=lineno,
+                        expected=f"{table.shape[1]} fields like the header",
+                    )
                 wanted.discard(lineno)
                 if not wanted:
                     return

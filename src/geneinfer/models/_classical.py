@@ -22,6 +22,7 @@ from geneinfer.models._gram import (
     GramStats,
     Precision,
     accumulate,
+    blas_threads,
     default_block_rows,
     iter_row_blocks,
 )
@@ -169,7 +170,8 @@ class GramLinearModel(ClassicalModel):
         """Predicted targets, float32, shape (n_samples, n_targets) (1-D if fitted on 1-D y)."""
         X = self._validate_predict(X)
         xc = (X - self.mean_x_).astype(np.float32)
-        pred = xc @ self.coef_.T
+        with blas_threads(2.0 * xc.size * self.coef_.shape[0]):
+            pred = xc @ self.coef_.T
         pred += self.mean_y_.astype(np.float32)
         return self._output(pred)
 

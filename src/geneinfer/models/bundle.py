@@ -272,7 +272,8 @@ class InferenceModel:
     def missing_landmarks(self, data: ExpressionData) -> list[str]:
         """Landmark ids (or symbols, for symbol-keyed data) that ``data`` lacks."""
         keys = self._landmark_keys(data)
-        return [k for k in keys if k not in set(data.gene_ids)]
+        have = set(data.gene_ids)
+        return [k for k in keys if k not in have]
 
     def _landmark_keys(self, data: ExpressionData) -> list[str]:
         if data.gene_id_kind == "symbol" and self.gene_id_kind != "symbol":
@@ -516,6 +517,12 @@ class InferenceModel:
 
 
 # ---------------------------------------------------------------------- file helpers
+def check_model_path(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`GeneinferError` if a model cannot be saved at ``path`` (call before a
+    long training run so a bad ``--out`` fails at once)."""
+    _check_overwritable(Path(path))
+
+
 def _check_overwritable(final: Path) -> None:
     if not final.exists():
         return

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
 
 from geneinfer.errors import ConfigError
 from geneinfer.models._classical import GramLinearModel, split_stats, validation_mask
@@ -24,6 +23,7 @@ from geneinfer.models._gram import (
     CenteredGram,
     GramStats,
     Precision,
+    blas_threads,
     coef_from_eigen,
     eigenbasis,
     residual_ss_perp,
@@ -360,14 +360,12 @@ class Lasso(GramLinearModel):
                 raise ConfigError(f"lasso alphas must be non-negative numbers: {self.alphas!r}")
             return np.repeat(alphas[:, None], t, axis=1)
         if self.n_alphas < 1 or not 0 < self.eps < 1:
-            raise ConfigError(f"need n_alphas >= 1 and 0 < eps < 1, got {self.n_alphas}, {self.eps}")
+            raise ConfigError(
+                f"need n_alphas >= 1 and 0 < eps < 1, got {self.n_alphas}, {self.eps}"
+            )
         amax = np.maximum(_alpha_max(gram), 1e-12)
         ratios = np.logspace(0, np.log10(self.eps), self.n_alphas)
         return ratios[:, None] * amax[None, :]
-
-
-#: below this many flops per iteration the lasso runs BLAS single-threaded
-_SMALL_GEMM_FLOPS = 4e8
 
 
 def _alpha_max(gram: CenteredGram) -> np.ndarray:
@@ -408,12 +406,9 @@ class _GramLasso:
     def solve(self, alpha: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Minimise for per-gene penalties ``alpha`` (T,), warm-started at ``start`` (p x T)."""
         p, t = start.shape
-        if 2 * p * p * t < _SMALL_GEMM_FLOPS:
-            # thousands of small GEMMs: BLAS threads cost more than they give (and on a
-            # busy machine spinning threads make each product ~10x slower)
-            with threadpool_limits(limits=1, user_api="blas"):
-                return self._solve(alpha, start)
-        return self._solve(alpha, start)
+        # thousands of small GEMMs: BLAS threads cost more than they give
+        with blas_threads(2.0 * p * p * t):
+            return self._solve(alpha, start)
 
     def _solve(self, alpha: np.ndarray, start: np.ndarray) -> np.ndarray:
         """FISTA iterations.

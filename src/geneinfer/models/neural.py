@@ -78,12 +78,24 @@ def _check_2d(name: str, arr: Any, *, allow_nan: bool) -> np.ndarray:
     return a
 
 
-def _std_stats(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.nanmean(M, axis=0, dtype=np.float64)
-    std = np.nanstd(M, axis=0, dtype=np.float64)
-    mean = np.where(np.isfinite(mean), mean, 0.0)
+def _std_stats(M: np.ndarray, rows: np.ndarray, block: int = 8192):
+    """NaN-aware per-column mean and std of ``M[rows]``, in row blocks (no full copy)."""
+    total = np.zeros(M.shape[1])
+    sq = np.zeros(M.shape[1])
+    count = np.zeros(M.shape[1])
+    for start in range(0, len(rows), block):
+        part = M[rows[start:start + block]].astype(np.float64)
+        ok = ~np.isnan(part)
+        part[~ok] = 0.0
+        total += part.sum(axis=0)
+        count += ok.sum(axis=0)
+    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    for start in range(0, len(rows), block):  # second pass: stable variance
+        part = M[rows[start:start + block]].astype(np.float64) - mean
+        sq += np.nansum(part * part, axis=0)
+    std = np.sqrt(np.divide(sq, count, out=np.zeros_like(sq), where=count > 0))
     # constant (or all-missing) genes: scale 1 keeps their z-score at 0 instead of inf
-    std = np.where(np.isfinite(std) & (std > 1e-8), std, 1.0)
+    std = np.where(std > 1e-8, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -137,9 +149,8 @@ class _NeuralRegressor(GeneModel):
 
     def _stats(self, X, Y, rows) -> None:
         if self.standardize:
-            Xt, Yt = X[rows], Y[rows]
-            self.x_mean_, self.x_scale_ = _std_stats(Xt)
-            self.y_mean_, self.y_scale_ = _std_stats(Yt)
+            self.x_mean_, self.x_scale_ = _std_stats(X, rows)
+            self.y_mean_, self.y_scale_ = _std_stats(Y, rows)
         else:
             p, q = X.shape[1], Y.shape[1]
             self.x_mean_, self.x_scale_ = np.zeros(p, np.float32), np.ones(p, np.float32)
@@ -178,9 +189,9 @@ class _NeuralRegressor(GeneModel):
         """BatchSources for training and validation (standardized on the fly if possible)."""
         xs_fit = (X[train_rows] - self.x_mean_) / self.x_scale_
         self._fit_input_order(xs_fit)
-        ys_fit = (Y[train_rows] - self.y_mean_) / self.y_scale_
-        self._fit_base(xs_fit, ys_fit)
-        del xs_fit, ys_fit
+        if self._has_base:  # only residual models need a standardized copy of Y
+            self._fit_base(xs_fit, (Y[train_rows] - self.y_mean_) / self.y_scale_)
+        del xs_fit
         order = self.landmark_order_
         stats = {"x_mean": self.x_mean_[order], "x_scale": self.x_scale_[order],
                  "y_mean": self.y_mean_, "y_scale": self.y_scale_}

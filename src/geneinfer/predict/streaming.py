@@ -370,6 +370,8 @@ def make_plan(
         )
     if block_size < 1:
         raise ConfigError(f"block size must be a positive number of samples, got {block_size}")
+    if source.n_samples == 0:
+        raise InputFormatError(source.path, "no samples", expected="at least one profile")
     lmap = map_landmarks(source, pred)
     n_abs = int(lmap.absent.sum())
     if n_abs:

@@ -58,9 +58,16 @@ class DedupReport:
         )
 
 
+#: Up to this many samples all pairs are compared (cheaper than k-means in 20,000 dimensions).
+ALL_PAIRS_MAX = 2000
+
+
 def default_n_clusters(n_samples: int) -> int:
-    """``ceil(sqrt(n))``: clusters of ~sqrt(n) samples balance k-means and pair search cost."""
-    return max(1, math.ceil(math.sqrt(n_samples)))
+    """1 (all pairs) up to :data:`ALL_PAIRS_MAX` samples, else ``ceil(sqrt(n))``: clusters of
+    ~sqrt(n) samples balance the k-means and the pair search cost."""
+    if n_samples <= ALL_PAIRS_MAX:
+        return 1
+    return math.ceil(math.sqrt(n_samples))
 
 
 def cluster_samples(
@@ -68,10 +75,10 @@ def cluster_samples(
 ) -> np.ndarray:
     """k-means labels of the rows of ``X``.
 
-    Beyond 2,000 samples k-means runs on the first ``n_components`` principal components
-    (PCA fitted on at most 5,000 samples): an orthogonal projection never increases
-    distances, so near-duplicates stay near each other, and clustering 20,000-dimensional
-    profiles becomes cheap. NaN is replaced by the gene mean for clustering only.
+    k-means runs on the first ``n_components`` principal components (PCA fitted on at most
+    5,000 samples): an orthogonal projection never increases distances, so near-duplicates
+    stay near each other, and clustering 20,000-dimensional profiles becomes cheap. NaN is
+    replaced by the gene mean for clustering only.
     """
     n = X.shape[0]
     if n_clusters <= 1 or n <= 1:
@@ -82,7 +89,7 @@ def cluster_samples(
         Xf = np.where(np.isnan(Xf), col_mean[None, :], Xf)
     rng = np.random.default_rng(seed)
     n_comp = min(n_components, n - 1, Xf.shape[1])
-    if n > 2000 and n_comp >= 2:
+    if n_comp >= 2:
         fit_rows = rng.choice(n, size=min(n, 5000), replace=False)
         pca = PCA(n_components=n_comp, svd_solver="randomized", random_state=seed)
         pca.fit(Xf[fit_rows])
@@ -144,7 +151,8 @@ def remove_duplicates(
         Samples closer than this (Euclidean) to an earlier kept sample of their cluster are
         dropped. D-GEX used 1 on log2 data.
     n_clusters
-        Number of k-means clusters; default ``ceil(sqrt(n_samples))``; 1 = all pairs.
+        Number of k-means clusters; 1 = all pairs. Default: all pairs up to 2,000 samples,
+        else ``ceil(sqrt(n_samples))``.
     seed
         k-means random state.
     progress

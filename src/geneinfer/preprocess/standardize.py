@@ -23,17 +23,24 @@ def _blockwise_mean_std(X: np.ndarray, block: int = 4096) -> tuple[np.ndarray, n
     blocks (exact and stable, without a float64 copy of the whole matrix)."""
     n_genes = X.shape[1]
     total, count = np.zeros(n_genes), np.zeros(n_genes)
-    for start in range(0, X.shape[0], block):
-        part = X[start : start + block].astype(np.float64)
-        ok = ~np.isnan(part)
-        total += np.where(ok, part, 0.0).sum(axis=0)
-        count += ok.sum(axis=0)
+    blocks = [X[i : i + block] for i in range(0, X.shape[0], block)]
+    has_nan = [bool(np.isnan(b).any()) for b in blocks]
+    for part, nan in zip(blocks, has_nan):
+        if nan:
+            ok = ~np.isnan(part)
+            total += np.where(ok, part, 0.0).sum(axis=0)
+            count += ok.sum(axis=0)
+        else:
+            total += part.sum(axis=0, dtype=np.float64)
+            count += part.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count  # all-NaN genes -> NaN, on purpose
     ss = np.zeros(n_genes)
-    for start in range(0, X.shape[0], block):
-        dev = X[start : start + block].astype(np.float64) - mean
-        ss += np.where(np.isnan(dev), 0.0, dev * dev).sum(axis=0)
+    for part, nan in zip(blocks, has_nan):
+        dev = part - mean  # float64
+        if nan:
+            dev[np.isnan(dev)] = 0.0
+        ss += np.einsum("ij,ij->j", dev, dev)
     with np.errstate(invalid="ignore", divide="ignore"):
         std = np.sqrt(ss / count)
     return mean, std

@@ -1,8 +1,8 @@
 """Public data sets: a registry of real download URLs, a local data folder and a cache.
 
 >>> from geneinfer.sources import fetch
->>> path = fetch("lincs_gene_info")              # data folder, cache, or download
->>> path = fetch("geo_soft", accession="GSE781")
+>>> path = fetch("lincs_gene_info")  # data folder, cache, or download  # doctest: +SKIP
+>>> path = fetch("geo_soft", accession="GSE781")  # doctest: +SKIP
 """
 
 from geneinfer.sources.download import (

@@ -57,10 +57,18 @@ def _source_name(src: Source) -> str:
 def prepare_expression(
     src: Source, *, data_dir: str | os.PathLike[str] | None = None
 ) -> ExpressionData:
-    """One input on log2 with canonical gene ids (probes collapsed to genes)."""
+    """One input on log2 with canonical gene ids (Entrez).
+
+    Probes are collapsed to genes; Ensembl or symbol ids are mapped to Entrez (before the
+    log2 transform, so RNA-seq counts of merged genes are summed, not averaged in log space).
+    """
     from geneinfer.preprocess import to_log2
 
     data = src if isinstance(src, ExpressionData) else _read(src)
+    if data.gene_id_kind in ("ensembl", "symbol"):
+        from geneinfer.genes import map_gene_ids
+
+        data = map_gene_ids(data, to="entrez", data_dir=data_dir)
     data = to_log2(data)
     if data.gene_id_kind == "probe":
         data = _collapse(data, data_dir=data_dir)
@@ -197,7 +205,8 @@ def match_panel(
         missing_tg = [g for g in tg_all if g not in present]
         from_data = False
     else:
-        targets = [g for g in data.gene_ids if g not in lm_set and g not in set(lm_all)]
+        panel_lm = set(lm_all)
+        targets = [g for g in data.gene_ids if g not in panel_lm]
         missing_tg, from_data = [], True
     if not targets:
         raise GeneinferError(f"no target genes of panel {name} in {data.source or 'the data'}")

@@ -156,3 +156,15 @@ def test_user_mistakes_are_clear(studies, panel, tmp_path):
 def test_default_model_is_named_constant(studies, panel):
     model = train_model(studies["gse"], panel=panel, dedup=False, progress=False)
     assert model.info["model"] == DEFAULT_MODEL == pipeline.DEFAULT_MODEL
+
+
+def test_rnaseq_counts_with_ensembl_ids_train_on_l1000(shared):
+    """GEUVADIS counts keyed by Ensembl: mapped to Entrez (D-GEX maps), log2-CPM, trained."""
+    geuv = load_embedded(["geuvadis"])["geuvadis"]
+    assert (geuv.scale, geuv.gene_id_kind) == ("counts", "ensembl")
+    model = train_model(geuv, model="ridge", panel="l1000", data_dir=shared, progress=False)
+    assert model.gene_id_kind == "entrez"
+    assert all(g.isdigit() for g in model.landmark_ids)
+    assert 700 < len(model.landmark_ids) < 978
+    assert "DDR1" in model.landmark_symbols  # a LINCS landmark, expressed in LCLs
+    assert model.info["valid_r_median"] > 0.5
