@@ -21,6 +21,7 @@ Sections (each prints figures and ratios against a baseline measured in the same
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -60,7 +61,7 @@ def matmul_rate(dtype: torch.dtype, m: int = 200, k: int = 3000, n: int = N_TG) 
 
 def train_flops_per_sample(hidden: tuple[int, ...]) -> float:
     widths = [N_LM, *hidden, N_TG]
-    macs = sum(a * b for a, b in zip(widths, widths[1:]))
+    macs = sum(a * b for a, b in itertools.pairwise(widths))
     return 6.0 * macs  # forward 2, backward 4 FLOPs per multiply-accumulate
 
 
@@ -115,7 +116,9 @@ def section_train(args, rates) -> None:
         base = res.get("sklearn MLPRegressor")
         for name, r in res.items():
             util = r["samples_per_s"] * flops / rates["fp32"]
-            ratio = f"  x{r['samples_per_s'] / base['samples_per_s']:.2f} vs sklearn" if base else ""
+            ratio = ""
+            if base:
+                ratio = f"  x{r['samples_per_s'] / base['samples_per_s']:.2f} vs sklearn"
             print(f"DGEX {tag:>14} {name:<22} {r['samples_per_s']:8.1f} samples/s  "
                   f"FLOP util {100 * util:5.1f}% of fp32 matmul  "
                   f"val MSE after {r['seen']} samples {r['val_mse']:.4f}{ratio}")
@@ -191,7 +194,7 @@ def section_ddp(args) -> None:
     for name, cmd in cmds.items():
         res = subprocess.run([*cmd, "--ddp-steps", str(args.ddp_steps)], env=env,
                              capture_output=True, text=True, check=True)
-        line = [ln for ln in res.stdout.splitlines() if ln.startswith("DDPRESULT ")][0]
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith("DDPRESULT "))
         out[name] = json.loads(line.split(" ", 1)[1])
     base = out["1 process x 2 threads"]["samples_per_s"]
     for name, r in out.items():

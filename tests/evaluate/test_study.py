@@ -25,7 +25,6 @@ from geneinfer.evaluate.study import (
     parse_config,
 )
 
-
 # Same rule as the `shared` fixture in tests/conftest.py.
 SHARED = Path(os.environ.get(
     "GENEINFER_SHARED", Path(__file__).resolve().parents[2].parent / "shared" / "data"))

@@ -171,9 +171,14 @@ def test_missing_files_rejected(tmp_path, ridge_bundle):
 def test_inconsistent_json_is_a_model_file_error(tmp_path, ridge_bundle):
     path = ridge_bundle.save(tmp_path / "m")
     doc = json.loads((path / MODEL_JSON).read_text())
-    doc["targets"]["ids"] = doc["targets"]["ids"][:-1]  # one target too few
+    doc["targets"]["ids"] = doc["targets"]["ids"][:-1]  # ids and symbols disagree
     (path / MODEL_JSON).write_text(json.dumps(doc))
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="inconsistent"):
+        InferenceModel.load(path)
+    doc["targets"]["symbols"] = doc["targets"]["symbols"][:-1]  # agree, but not with weights
+    doc["gene_metrics"] = {k: v[:-1] for k, v in doc["gene_metrics"].items()}
+    (path / MODEL_JSON).write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="fitted on 50 genes but the model lists 49"):
         InferenceModel.load(path)
 
 

@@ -29,15 +29,15 @@ def test_gctx_output_equals_model_and_keeps_metadata(shared, model, tmp_path):
         np.testing.assert_allclose(f["0/META/ROW/valid_r"][:],
                                    model.gene_metrics["valid_r"].to_numpy())
         assert [s.decode() for s in f["0/META/COL/id"][:]] == d["sample_ids"]
-        # all 37 other sample columns copied unchanged (dtype and values)
-        assert set(f["0/META/COL"]) == set(d["col"])
+        # all 37 other sample columns copied unchanged (dtype and values), + the scale
+        assert set(f["0/META/COL"]) == {*d["col"], "values"}
         for k, v in d["col"].items():
             np.testing.assert_array_equal(f["0/META/COL"][k][:], v)
     np.testing.assert_allclose(Y, expected, rtol=1e-5, atol=1e-4)
     assert not partial_path(out).exists() and not done_paths(out)
     # the project's own GCTX reader sees the same data
     back = gio.read(out)
-    assert back.shape == (377, 300)
+    assert back.shape == (377, 300) and back.scale == "log2"
     np.testing.assert_array_equal(back.values, Y)
 
 
@@ -122,3 +122,21 @@ def test_output_format_from_extension_or_option(tmp_path):
         output_format(tmp_path / "a.bin")
     with pytest.raises(GeneinferError, match="unknown output format"):
         output_format(tmp_path / "a.gctx", "xlsx")
+
+
+def test_tsv_input_samples_in_rows(shared, model, tmp_path):
+    """A samples x genes TSV keyed by Entrez ids (orientation detected by geneinfer.io)."""
+    import pandas as pd
+
+    d = read_l1000(shared)
+    X = read_l1000_gct(shared)[:30]
+    table = pd.DataFrame(X, index=pd.Index(d["sample_ids"][:30], name="sample"),
+                         columns=d["entrez"])
+    inp = tmp_path / "profiles.tsv"
+    table.to_csv(inp, sep="\t")
+    out = tmp_path / "o.gctx"
+    predict_file(model, inp, out, progress=False)
+    with h5py.File(out, "r") as f:
+        assert [s.decode() for s in f["0/META/COL/id"][:]] == d["sample_ids"][:30]
+        np.testing.assert_allclose(f["0/DATA/0/matrix"][:], model.predict_log2(X),
+                                   rtol=1e-5, atol=1e-3)

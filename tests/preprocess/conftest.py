@@ -11,13 +11,16 @@ import pytest
 
 
 def read_gct_matrix(path: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """(samples x probes float64 matrix, column metadata) of a GCT 1.3 file, via pandas."""
-    with gzip.open(path, "rt") as fh:
+    """(samples x genes float64 matrix, column metadata) of a GCT 1.3 file, via pandas."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
         fh.readline()
-        n_col_meta = int(fh.readline().split()[3])
+        dims = fh.readline().split()
+    n_row_meta, n_col_meta = int(dims[2]), int(dims[3])
+    first = n_row_meta + 1  # the id column, then row metadata columns
     table = pd.read_csv(path, sep="\t", skiprows=2, low_memory=False)
-    meta = table.iloc[:n_col_meta, 3:].set_index(table.iloc[:n_col_meta, 0]).T
-    values = table.iloc[n_col_meta:, 3:].astype(np.float64).to_numpy().T
+    meta = table.iloc[:n_col_meta, first:].set_index(table.iloc[:n_col_meta, 0]).T
+    values = table.iloc[n_col_meta:, first:].astype(np.float64).to_numpy().T
     return values, meta
 
 
@@ -65,6 +68,12 @@ def borovecki(shared: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def gse781(shared: Path) -> np.ndarray:
     return read_soft_gpl96(shared / "geo" / "GSE781_family.soft.gz")
+
+
+@pytest.fixture(scope="session")
+def l1000_level3(shared: Path) -> np.ndarray:
+    """377 real L1000 level-3 profiles (CMap software output) x 978 landmarks."""
+    return read_gct_matrix(shared / "l1000" / "test_l1000.gct")[0]
 
 
 @pytest.fixture(scope="session")

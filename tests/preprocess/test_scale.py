@@ -33,6 +33,11 @@ def test_detects_all_real_sets(bladder, nakayama, borovecki, gse781, geuvadis):
     assert detect_scale(counts_to_log2cpm(geuvadis.to_numpy())) == "log2"
 
 
+def test_detects_l1000_level3(l1000_level3):
+    assert l1000_level3.shape == (377, 978)
+    assert detect_scale(l1000_level3) == "log2"
+
+
 def test_detection_edge_cases():
     rng = np.random.default_rng(1)
     ratios = rng.normal(0, 1.5, size=(20, 500))  # log ratios: negative values

@@ -56,6 +56,7 @@ def test_validation_file_metrics_match_predictions(studies, panel):
         studies["bb"], model="ridge", panel=panel, valid=studies["gse"], progress=False
     )
     assert model.info["n_train_samples"] == 57 and model.info["n_valid_samples"] == 17
+    assert model.info["validation_used_for_early_stopping"] is False  # ridge: GCV inside
     from geneinfer.preprocess import to_log2
 
     gse = to_log2(studies["gse"])
@@ -126,6 +127,7 @@ def test_torch_model_gets_the_validation_set(studies, panel, monkeypatch):
     assert seen["Y_val"].shape == (17, len(model.target_ids))
     assert model.estimator.get_params()["device"] == "cpu"
     assert model.info["model"] == "dgex"
+    assert model.info["validation_used_for_early_stopping"] is True
 
 
 def test_validation_split_is_seeded_and_disjoint():
@@ -168,3 +170,6 @@ def test_rnaseq_counts_with_ensembl_ids_train_on_l1000(shared):
     assert 700 < len(model.landmark_ids) < 978
     assert "DDR1" in model.landmark_symbols  # a LINCS landmark, expressed in LCLs
     assert model.info["valid_r_median"] > 0.5
+    # prediction maps Ensembl-keyed profiles the same way
+    pred = model.predict(geuv.select_samples(slice(0, 5)), data_dir=shared)
+    assert pred.shape == (5, len(model.target_ids)) and np.isfinite(pred.values).all()

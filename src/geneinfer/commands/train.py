@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="model hyper-parameter (repeatable); VALUE is read as JSON when it parses, "
-        "e.g. --param alpha=10 --param hidden_sizes=[3000,3000]",
+        "e.g. --param hidden=[3000,3000] --param max_epochs=50",
     )
     parser.add_argument("--data-dir", metavar="DIR", help="cache folder of public reference data")
     parser.add_argument(
@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-dedup", action="store_true", help="keep near-duplicate training profiles"
     )
     parser.add_argument(
-        "--no-quantile", action="store_true", help="skip quantile normalisation of landmarks"
+        "--no-quantile",
+        action="store_true",
+        help="skip quantile normalisation (landmark and target blocks)",
     )
     parser.add_argument(
         "--checkpoint-dir",

@@ -857,8 +857,10 @@ class Study:
         if thr > 0 and pool.n_samples > 2:
             from geneinfer.preprocess import remove_duplicates
 
-            keep, _ = remove_duplicates(pool.values, threshold=thr, n_clusters=1,
-                                          seed=cfg.seed, progress=False)
+            # All pairs for small pools; k-means buckets (D-GEX) for compendia.
+            keep, _ = remove_duplicates(pool.values, threshold=thr,
+                                        n_clusters=1 if pool.n_samples <= 2000 else None,
+                                        seed=cfg.seed, progress=self.progress)
             self.dedup_report = {"removed": int((~keep).sum()), "threshold": thr,
                                  "removed_ids": list(pool.sample_ids[~keep])}
             pool = pool.select_samples(keep)

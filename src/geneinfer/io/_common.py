@@ -389,21 +389,29 @@ def locate_bad_number(
     return None
 
 
-def format_block(values: np.ndarray) -> list[str]:
+def format_block(values: np.ndarray) -> Iterator[str]:
     """Tab-joined text lines of a 2-D float32 block, reproducing every float32 exactly.
 
     Uses 7 significant digits when that already identifies each value (typical for data
     read from text, keeping files readable), else 9 (enough for any float32). Missing
-    values are written as ``NaN``.
+    values are written as ``NaN``, infinities as ``inf`` / ``-inf``. Lines are produced
+    one at a time (one C-level ``%`` format per row, like :func:`numpy.savetxt`), so a
+    writer's memory stays at one block of numbers.
     """
-    block = np.ascontiguousarray(values, dtype=np.float32)
-    if block.size == 0:
-        return ["" for _ in range(block.shape[0])]
-    fmt = "%.7g" if _fits_7_digits(block) else "%.9g"
-    buf = io.StringIO()
-    np.savetxt(buf, block.astype(np.float64), fmt=fmt, delimiter="\t")
-    text = buf.getvalue().replace("nan", "NaN").replace("inf", "Inf")
-    return text.splitlines()
+    block = np.asarray(values, dtype=np.float32)
+    if block.shape[1] == 0:
+        yield from ("" for _ in range(block.shape[0]))
+        return
+    row_fmt = "\t".join([("%.7g" if _fits_7_digits(block) else "%.9g")] * block.shape[1])
+    has_nan = np.isnan(block).any(axis=1)
+    for row, nan in zip(block.astype(np.float64).tolist(), has_nan.tolist()):
+        line = row_fmt % tuple(row)
+        yield line.replace("nan", "NaN") if nan else line
+
+
+def rows_per_block(n_values_per_row: int, *, target: int = 1_000_000) -> int:
+    """Rows per formatting block so that a block holds about ``target`` numbers."""
+    return max(1, target // max(1, n_values_per_row))
 
 
 def _fits_7_digits(block: np.ndarray) -> bool:

@@ -42,6 +42,7 @@ from geneinfer.io._common import (
     meta_strings,
     open_text,
     parser_error,
+    rows_per_block,
     samples_with_scale,
     scale_from_text,
     strip_derived_gene_columns,
@@ -274,7 +275,9 @@ def _read_body(
 def _scale(hdr: GCTHeader) -> str:
     texts = {t.strip() for t in hdr.col_meta.get("values", [])}
     scales = {scale_from_text(t) for t in texts}
-    return scales.pop() or "unknown" if len(scales) == 1 else "unknown"
+    if len(scales) != 1:  # no "values" row, or samples on different scales
+        return "unknown"
+    return scales.pop() or "unknown"
 
 
 def _assemble(
@@ -392,7 +395,7 @@ def write_gct(
     path: PathLike,
     *,
     version: str = "1.3",
-    chunk_rows: int = 1000,
+    chunk_rows: int | None = None,
     compresslevel: int = 6,
 ) -> None:
     """Write ``data`` as GCT (``.gz`` in the name -> gzip-compressed).
@@ -445,7 +448,7 @@ def _write_lines(
     sample_ids: list[str],
     row_cols: dict[str, list[str]],
     col_cols: dict[str, list[str]],
-    chunk_rows: int,
+    chunk_rows: int | None,
 ) -> None:
     n_r = len(row_cols)
     if version == "1.3":
@@ -457,8 +460,9 @@ def _write_lines(
         fh.write(f"#1.2\n{data.n_genes}\t{data.n_samples}\n")
         fh.write("\t".join(["Name", "Description", *sample_ids]) + "\n")
     meta_lists = list(row_cols.values())
-    for start in range(0, data.n_genes, chunk_rows):
-        stop = min(start + chunk_rows, data.n_genes)
+    step = chunk_rows or rows_per_block(data.n_samples)
+    for start in range(0, data.n_genes, step):
+        stop = min(start + step, data.n_genes)
         lines = format_block(data.values[:, start:stop].T)
         out = []
         for k, line in zip(range(start, stop), lines):

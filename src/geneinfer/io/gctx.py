@@ -324,6 +324,11 @@ class GCTXWriter:
         HDF5 filters of the matrix (gzip + byte shuffle by default, readable by any
         HDF5 tool incl. CMap's).
 
+    Attributes
+    ----------
+    chunk_samples
+        Samples per HDF5 chunk actually used; blocks of whole chunks write fastest.
+
     Examples
     --------
     >>> with GCTXWriter("out.gctx", gene_ids=genes, n_samples=n) as w:  # doctest: +SKIP

@@ -40,6 +40,7 @@ from geneinfer.io._common import (
     meta_frame,
     open_text,
     parser_error,
+    rows_per_block,
     translate_errors,
 )
 
@@ -146,7 +147,10 @@ def _orientation(
     if requested not in ORIENTATIONS:
         raise GeneinferError(f"orientation must be one of {ORIENTATIONS}, not {requested!r}")
     wanted = requested == "genes-in-rows"
-    clear = (row_kind in strong) != (col_kind in strong)
+    # Contradict the user only on overwhelming evidence: many ids of a strong kind on one
+    # axis (a handful of integers could be sample numbers), none on the other.
+    n_strong = len(first_col) if row_kind in strong else len(col_ids)
+    clear = (row_kind in strong) != (col_kind in strong) and n_strong >= 5
     if clear and detected is not None and detected != wanted:
         where, kind = ("the first column", row_kind) if detected else ("the header", col_kind)
         raise InputFormatError(
@@ -392,7 +396,7 @@ def write_table(
     *,
     sep: str | None = None,
     orientation: str = "genes-in-rows",
-    chunk_rows: int = 1000,
+    chunk_rows: int | None = None,
 ) -> None:
     """Write the values as a TSV/CSV table (``.gz`` -> gzip); metadata is not written.
 
@@ -421,16 +425,15 @@ def write_table(
         with fh:
             fh.write(sep.join(_quote(h, sep) for h in head) + "\n")
             rid = [_quote(str(i), sep) for i in row_ids]
-            for start in range(0, matrix.shape[0], chunk_rows):
-                stop = min(start + chunk_rows, matrix.shape[0])
+            step = chunk_rows or rows_per_block(matrix.shape[1])
+            for start in range(0, matrix.shape[0], step):
+                stop = min(start + step, matrix.shape[0])
                 lines = format_block(matrix[start:stop])
-                if sep != "\t":
-                    lines = [ln.replace("\t", sep) for ln in lines]
-                if matrix.shape[1] == 0:
-                    lines = [None] * (stop - start)  # type: ignore[list-item]
                 fh.write(
                     "".join(
-                        f"{rid[k]}{sep}{ln}\n" if ln is not None else f"{rid[k]}\n"
+                        f"{rid[k]}{sep}{ln if sep == chr(9) else ln.replace(chr(9), sep)}\n"
+                        if matrix.shape[1]
+                        else f"{rid[k]}\n"
                         for k, ln in zip(range(start, stop), lines)
                     )
                 )

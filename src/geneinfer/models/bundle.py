@@ -333,6 +333,7 @@ class InferenceModel:
         data: ExpressionData,
         *,
         missing_landmarks: Literal["error", "impute"] = "error",
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> ExpressionData:
         """Infer the target genes of every sample in ``data``.
 
@@ -345,6 +346,8 @@ class InferenceModel:
             ``"error"`` raises :class:`~geneinfer.errors.MissingGenesError` listing absent
             landmarks; ``"impute"`` fills them (and NaN values) with the training means and
             logs how many were imputed.
+        data_dir
+            Data folder with gene tables, used to map Ensembl ids to Entrez ids.
 
         Returns
         -------
@@ -352,7 +355,7 @@ class InferenceModel:
             Samples x targets on log2 scale; gene metadata ``symbol``, ``valid_r``,
             ``valid_mae``; the input's sample metadata.
         """
-        data = _to_genes(data)
+        data = _to_genes(data, self.gene_id_kind, data_dir)
         X = self.landmark_matrix(data, missing_landmarks=missing_landmarks)
         Y = self.predict_log2(X)
         n_nan_rows = int(np.isnan(Y).all(axis=1).sum()) if Y.size else 0
@@ -502,6 +505,9 @@ class InferenceModel:
             },
             index=pd.Index(doc["targets"]["ids"], name="gene_id"),
         )
+        _check_sizes(
+            estimator, preprocessor, len(doc["landmarks"]["ids"]), len(doc["targets"]["ids"])
+        )
         return cls(
             estimator=estimator,
             preprocessor=preprocessor,
@@ -514,6 +520,19 @@ class InferenceModel:
             landmark_means=arrays.get(_BUNDLE_PREFIX + "landmark_means"),
             gene_id_kind=doc.get("gene_id_kind", "entrez"),
         )
+
+
+def _check_sizes(estimator: Any, preprocessor: Any, n_lm: int, n_tg: int) -> None:
+    """The gene lists must match what the estimator and preprocessor were fitted on."""
+    checks = [
+        ("estimator inputs", getattr(estimator, "n_features_in_", None), n_lm),
+        ("estimator outputs", getattr(estimator, "n_targets_", None), n_tg),
+        ("preprocessing landmarks", getattr(preprocessor, "n_landmarks_", None), n_lm),
+        ("preprocessing targets", getattr(preprocessor, "n_targets_", None), n_tg),
+    ]
+    for what, got, expected in checks:
+        if got is not None and int(got) != expected:
+            raise ModelFileError(f"{what}: fitted on {got} genes but the model lists {expected}")
 
 
 # ---------------------------------------------------------------------- file helpers
@@ -623,10 +642,17 @@ def _on_log2(data: ExpressionData) -> ExpressionData:
     return to_log2(data)
 
 
-def _to_genes(data: ExpressionData) -> ExpressionData:
-    """Probe-level data collapsed to canonical genes; other data unchanged."""
-    if data.gene_id_kind != "probe":
-        return data
-    from geneinfer.genes import collapse_probes
+def _to_genes(
+    data: ExpressionData, model_kind: str = "entrez", data_dir: str | os.PathLike[str] | None = None
+) -> ExpressionData:
+    """Input keyed like the model: probes collapsed to genes, Ensembl ids mapped to Entrez
+    (as in training); symbol-keyed data is matched by symbol instead."""
+    if data.gene_id_kind == "probe":
+        from geneinfer.genes import collapse_probes
 
-    return collapse_probes(_on_log2(data))
+        return collapse_probes(_on_log2(data))
+    if data.gene_id_kind == "ensembl" and model_kind == "entrez":
+        from geneinfer.genes import map_gene_ids
+
+        return map_gene_ids(data, to="entrez", data_dir=data_dir)
+    return data

@@ -7,10 +7,12 @@ its last finished block and lets each rank of a sharded run read only its own sa
 
 * GCTX: h5py slices of ``/0/DATA/0/matrix`` (samples x genes on disk in the CMap layout).
 * h5ad: anndata backed mode (dense or sparse ``X``).
-* GCT / TSV / CSV (genes in rows, optionally gzipped): text has no random access, so it is
-  parsed once, line by line (one gene at a time), into a float32 spool — in memory when small,
-  else a temporary memory-mapped file — from which blocks are then sliced.
-* Anything else :func:`geneinfer.io.read` understands is read whole (small files).
+* GCT (optionally gzipped): text has no random access, so it is parsed once, line by line
+  (one gene at a time), into a float32 spool — in memory when small, else a temporary
+  memory-mapped file — from which blocks are then sliced.
+* TSV/CSV (either orientation, detected by :func:`geneinfer.io.read`) and anything else
+  ``geneinfer.io`` reads are read whole: such files are small in practice.
+  (:class:`TextSource` can also spool a genes-in-rows TSV/CSV.)
 """
 
 from __future__ import annotations
@@ -373,7 +375,7 @@ def open_source(source: str | os.PathLike[str] | ExpressionData) -> BlockSource:
         return GCTXSource(path)
     if fmt == "h5ad":
         return H5adSource(path)
-    if fmt in ("gct", "tsv", "csv"):
+    if fmt == "gct":
         return TextSource(path, fmt=fmt)
     from geneinfer import io as gio
 

@@ -431,9 +431,14 @@ def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set
         _say(f"{part} is unfinished output of a different input, model or options (or is "
              "damaged); starting over", progress=progress)
     W.remove_partial(output)
+    columns = plan.source.sample_columns()
+    if fmt == "gctx" and "values" not in {name for name, _ in columns}:
+        # the project's GCT/GCTX convention for the scale (read back by geneinfer.io)
+        n = plan.n_samples
+        columns.append(("values", lambda: np.full(n, b"log2", dtype="S4")))
     W.create_matrix_file(
         part, fmt=fmt, gene_table=plan.gene_table, sample_ids=plan.source.sample_ids(),
-        sample_columns=plan.source.sample_columns(), fingerprint=plan.fingerprint,
+        sample_columns=columns, fingerprint=plan.fingerprint,
     )
     return set()
 
@@ -538,7 +543,7 @@ def predict_file(
         A model directory, an :class:`~geneinfer.models.bundle.InferenceModel` or a
         :class:`Predictor`.
     input_path
-        GCTX, h5ad, GCT, TSV/CSV (genes in rows) or an in-memory ExpressionData. Input genes
+        GCTX, h5ad, GCT, TSV/CSV (either orientation) or an in-memory ExpressionData. Genes
         are matched to the model's landmarks by id, else by an Entrez (``pr_gene_id``) or
         symbol (``pr_gene_symbol``) column; values must be log2.
     output_path

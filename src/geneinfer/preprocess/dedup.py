@@ -115,7 +115,11 @@ def _exact_distance(a: np.ndarray, b: np.ndarray) -> float:
 def _close_pairs(Xc: np.ndarray, threshold: float, has_nan: bool) -> list[tuple[int, int]]:
     """Pairs (i, j), i < j, of rows of ``Xc`` at exact distance < threshold."""
     m = Xc.shape[0]
-    dist = nan_euclidean_distances if has_nan else euclidean_distances
+    dist = euclidean_distances  # upcasts float32 to float64 block by block
+    if has_nan:
+        # nan_euclidean_distances works in the input precision: float32 could miss pairs
+        # near the threshold, so give it float64.
+        Xc, dist = Xc.astype(np.float64), nan_euclidean_distances
     # The dot-product formula loses precision; find candidates with slack, then confirm
     # each with a direct difference so the result matches an all-pairs loop exactly.
     slack = threshold * 1e-3 + 1e-6

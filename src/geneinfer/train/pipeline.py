@@ -310,21 +310,20 @@ def fit_estimator(
     *,
     X_valid: np.ndarray | None = None,
     Y_valid: np.ndarray | None = None,
-) -> Any:
-    """``est.fit(X, Y)``, passing the validation set when ``fit`` accepts one."""
+) -> bool:
+    """``est.fit(X, Y)``, passing the validation set when ``fit`` accepts one.
+
+    Returns whether the validation set was passed (torch models use it for early stopping).
+    """
     sig = inspect.signature(est.fit).parameters
     kwargs: dict[str, Any] = {}
     if X_valid is not None and Y_valid is not None:
-        for xn, yn in (("X_valid", "Y_valid"), ("X_val", "Y_val"), ("X_valid", "y_valid")):
+        for xn, yn in (("X_val", "Y_val"), ("X_valid", "Y_valid"), ("X_valid", "y_valid")):
             if xn in sig and yn in sig:
                 kwargs = {xn: X_valid, yn: Y_valid}
                 break
-        else:
-            if "validation_data" in sig:
-                kwargs = {"validation_data": (X_valid, Y_valid)}
-            elif "eval_set" in sig:
-                kwargs = {"eval_set": (X_valid, Y_valid)}
-    return est.fit(X, Y, **kwargs)
+    est.fit(X, Y, **kwargs)
+    return bool(kwargs)
 
 
 def gene_metrics_table(
@@ -354,7 +353,7 @@ def _validation_data(
     targets: list[str],
     landmark_means: np.ndarray,
     data_dir: str | os.PathLike[str] | None,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Landmark and target matrices of a validation input (absent genes imputed / NaN)."""
     vdata = prepare_expression(valid, data_dir=data_dir)
     missing = vdata.missing_genes(landmarks)
@@ -369,7 +368,7 @@ def _validation_data(
     XL = vdata.select_genes(landmarks, missing="nan").values
     XL = np.where(np.isnan(XL), landmark_means[None, :], XL).astype(np.float32)
     YT = vdata.select_genes(targets, missing="nan").values
-    return XL, YT, vdata.n_samples
+    return XL, YT
 
 
 def _make_preprocessor(quantile: bool) -> Any:
@@ -420,7 +419,9 @@ def train_model(
         ``"l1000"``, ``"dgex"``, a panel file, or a ``Panel``.
     valid
         Validation input; by default :data:`VALID_FRACTION` of the training samples are held
-        out (seeded) and the model is refit on nothing else.
+        out (seeded) and the model is trained on the rest. Torch models use it for early
+        stopping (``info["validation_used_for_early_stopping"]``), which makes their
+        validation metrics slightly optimistic.
     params
         Hyper-parameters for the model.
     data_dir
@@ -428,7 +429,7 @@ def train_model(
     dedup
         Drop duplicate profiles before splitting.
     quantile
-        Quantile-normalise landmark profiles in the preprocessor.
+        Quantile-normalise the landmark and target blocks onto training references.
     device
         ``auto``, ``cpu`` or ``cuda`` for torch models.
     checkpoint_dir
@@ -451,72 +452,45 @@ def train_model(
     if dedup:
         data, rep = deduplicate(data, match.landmarks + targets, progress=None)
         dedup_report.update(rep)
-    landmarks = match.landmarks
-    if valid is None:
-        tr_idx, va_idx = validation_split(data.n_samples)
-        train = data.select_samples(tr_idx)
-        vsub = data.select_samples(va_idx)
-        XL_va = vsub.select_genes(landmarks).values
-        YT_va = vsub.select_genes(targets).values
-        valid_desc, n_valid = (
-            f"held-out {len(va_idx)} training samples (seed {SPLIT_SEED})",
-            len(va_idx),
-        )
-    else:
-        train = data
-        if train.n_samples < MIN_TRAIN_SAMPLES:
-            raise GeneinferError(
-                f"{train.n_samples} training samples are too few (need {MIN_TRAIN_SAMPLES})"
-            )
-    XL_tr = train.select_genes(landmarks).values
-    YT_tr = train.select_genes(targets).values
-    landmark_means = np.nanmean(XL_tr, axis=0).astype(np.float32)
-    if valid is not None:
-        XL_va, YT_va, n_valid = _validation_data(
-            valid,
-            landmarks=landmarks,
-            targets=targets,
-            landmark_means=landmark_means,
-            data_dir=data_dir,
-        )
-        valid_desc = _source_name(valid)
-
-    pre = _make_preprocessor(quantile).fit(XL_tr, YT_tr)
+    sets = _train_valid_sets(data, match.landmarks, targets, valid, data_dir=data_dir)
     est = _build_estimator(
         name, params, device=device, checkpoint_dir=checkpoint_dir, progress=progress
     )
-    Xt, Yt = pre.transform_landmarks(XL_tr), pre.transform_targets(YT_tr)
-    Xv = pre.transform_landmarks(XL_va)
-    # Early stopping cannot use NaN; absent validation targets get the training mean (they
-    # then carry no error signal). The per-gene metrics below keep them missing.
-    Yv = pre.transform_targets(np.where(np.isnan(YT_va), np.nanmean(YT_tr, axis=0), YT_va))
+    pre = _make_preprocessor(quantile).fit(sets.X_train, sets.Y_train)
     logger.info(
-        "fitting %s on %d samples x %d landmarks -> %d targets", name, *XL_tr.shape, len(targets)
+        "fitting %s on %d samples x %d landmarks -> %d targets",
+        name,
+        *sets.X_train.shape,
+        len(targets),
     )
-    fit_estimator(est, Xt, Yt, X_valid=Xv, Y_valid=Yv)
-
+    early_stop = _fit_with_validation(est, pre, sets)
     symbols = _symbols(data, match)
     bundle = InferenceModel(
         estimator=est,
         preprocessor=pre,
-        landmark_ids=landmarks,
+        landmark_ids=match.landmarks,
         target_ids=targets,
-        landmark_symbols=[str(symbols.get(g, g)) for g in landmarks],
+        landmark_symbols=[str(symbols.get(g, g)) for g in match.landmarks],
         target_symbols=[str(symbols.get(g, g)) for g in targets],
-        landmark_means=landmark_means,
+        landmark_means=sets.landmark_means,
         gene_id_kind=data.gene_id_kind if data.gene_id_kind != "unknown" else "entrez",
     )
-    pred = bundle.predict_log2(XL_va)
-    metrics = gene_metrics_table(YT_va, pred, targets, train_std=np.nanstd(YT_tr, axis=0))
+    metrics = gene_metrics_table(
+        sets.Y_valid,
+        bundle.predict_log2(sets.X_valid),
+        targets,
+        train_std=np.nanstd(sets.Y_train, axis=0),
+    )
     bundle.gene_metrics = metrics
     bundle.info = {
         "model": name,
         "params": est.get_params(deep=False),
         "training_files": names,
-        "validation": valid_desc,
+        "validation": sets.description,
+        "validation_used_for_early_stopping": early_stop,
         "panel": match.summary(),
-        "n_train_samples": int(XL_tr.shape[0]),
-        "n_valid_samples": int(n_valid),
+        "n_train_samples": int(sets.X_train.shape[0]),
+        "n_valid_samples": int(sets.X_valid.shape[0]),
         "missing_values": nan_report,
         "dedup": dedup_report,
         "quantile": bool(quantile),
@@ -527,6 +501,62 @@ def train_model(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return bundle
+
+
+@dataclass
+class _Sets:
+    """Log2 training and validation matrices (landmarks X, targets Y)."""
+
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    X_valid: np.ndarray
+    Y_valid: np.ndarray
+    landmark_means: np.ndarray
+    description: str
+
+
+def _train_valid_sets(
+    data: ExpressionData,
+    landmarks: list[str],
+    targets: list[str],
+    valid: Source | None,
+    *,
+    data_dir: str | os.PathLike[str] | None,
+) -> _Sets:
+    """Training matrices, plus a validation input or a seeded held-out share of ``data``."""
+    if valid is None:
+        tr_idx, va_idx = validation_split(data.n_samples)
+        train, vsub = data.select_samples(tr_idx), data.select_samples(va_idx)
+        X_va, Y_va = vsub.select_genes(landmarks).values, vsub.select_genes(targets).values
+        desc = f"held-out {len(va_idx)} training samples (seed {SPLIT_SEED})"
+    elif data.n_samples < MIN_TRAIN_SAMPLES:
+        raise GeneinferError(
+            f"{data.n_samples} training samples are too few (need {MIN_TRAIN_SAMPLES})"
+        )
+    else:
+        train, desc = data, _source_name(valid)
+    X_tr = train.select_genes(landmarks).values
+    Y_tr = train.select_genes(targets).values
+    means = np.nanmean(X_tr, axis=0).astype(np.float32)
+    if valid is not None:
+        X_va, Y_va = _validation_data(
+            valid, landmarks=landmarks, targets=targets, landmark_means=means, data_dir=data_dir
+        )
+    return _Sets(X_tr, Y_tr, X_va, Y_va, means, desc)
+
+
+def _fit_with_validation(est: Any, pre: Any, sets: _Sets) -> bool:
+    """Fit ``est`` in preprocessed space; True if it used the validation set."""
+    # Early stopping cannot use NaN; absent validation targets get the training mean (they
+    # then carry no error signal). The per-gene metrics keep them missing.
+    Y_va = np.where(np.isnan(sets.Y_valid), np.nanmean(sets.Y_train, axis=0), sets.Y_valid)
+    return fit_estimator(
+        est,
+        pre.transform_landmarks(sets.X_train),
+        pre.transform_targets(sets.Y_train),
+        X_valid=pre.transform_landmarks(sets.X_valid),
+        Y_valid=pre.transform_targets(Y_va),
+    )
 
 
 def _build_estimator(
