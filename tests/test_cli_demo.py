@@ -47,6 +47,7 @@ def test_demo_offline_prints_comparison_and_saves_models(offline, capsys):
         assert 0.3 < float(mae) < 1.5 and -1 <= float(r) <= 1
     assert "OLS (LINCS baseline) per-gene standardized MAE: p10" in text
     assert "hardest genes:" in text
+    assert "RNA-seq (GEUVADIS): skipped; no Ensembl -> Entrez gene map" in text
     # the printed OLS figure is what the saved OLS model scores on the test study
     studies = demo.load_demo_studies()
     ols = InferenceModel.load(out_dir / "ols-bladderbatch")
@@ -67,3 +68,11 @@ def test_demo_uses_l1000_when_the_lincs_table_is_local(shared):
     assert 900 < len(choice.landmarks) <= 978 and set(choice.landmarks) <= set(genes)
     assert not set(choice.landmarks) & set(choice.targets)
     assert "LINCS L1000 landmarks" in choice.reason
+
+
+def test_rnaseq_section_data_when_an_ensembl_map_is_local(shared):
+    parts = demo.load_rnaseq_split(shared)
+    train, test = parts[demo.RNASEQ[0]], parts[demo.RNASEQ[1]]
+    assert (train.n_samples, test.n_samples) == (68, 17)
+    assert train.gene_id_kind == "entrez" and train.scale == "log2"
+    assert not set(train.sample_ids) & set(test.sample_ids)

@@ -94,8 +94,8 @@ def test_report_embeds_decodable_figures_and_tables(tmp_path, rng):
     data = _fake_study(rng)
     path = write_report(data, tmp_path / "out" / "report.html")
     parser = check_report_images(path)
-    # 2 bar charts + per split (scatter, r histogram, error vs expression) + learning curves
-    assert len(parser.imgs) == 2 + 2 * 3 + 1
+    # 3 bar charts + per split (scatter, r histogram, error vs expression) + learning curves
+    assert len(parser.imgs) == 3 + 2 * 3 + 1
     # metrics (2 views), reliability, calibration, biology
     assert parser.tables == 5
     assert "better than" not in parser.headers  # columns come from the data, not invented

@@ -140,3 +140,25 @@ def test_tsv_input_samples_in_rows(shared, model, tmp_path):
         assert [s.decode() for s in f["0/META/COL/id"][:]] == d["sample_ids"][:30]
         np.testing.assert_allclose(f["0/DATA/0/matrix"][:], model.predict_log2(X),
                                    rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_h5ad_input_read_in_backed_mode(shared, model, tmp_path, sparse):
+    import pandas as pd
+    import scipy.sparse as sp
+
+    d = read_l1000(shared)
+    X = read_l1000_gct(shared)[:64]
+    ad = anndata.AnnData(
+        X=sp.csr_matrix(X) if sparse else X,
+        obs=pd.DataFrame({"cell_id": ["A375"] * 64}, index=d["sample_ids"][:64]),
+        var=pd.DataFrame(index=d["entrez"]),
+    )
+    inp = tmp_path / "in.h5ad"
+    ad.write_h5ad(inp)
+    out = tmp_path / "o.gctx"
+    predict_file(model, inp, out, block_size=20, progress=False)
+    with h5py.File(out, "r") as f:
+        assert (f["0/META/COL/cell_id"][:] == b"A375").all()
+        np.testing.assert_allclose(f["0/DATA/0/matrix"][:], model.predict_log2(X),
+                                   rtol=1e-5, atol=1e-4)

@@ -110,10 +110,7 @@ def choose_panel(
     if locate("lincs_gene_info", data_dir=data_dir) is not None:
         panel = get_panel("l1000", data_dir=data_dir)
         landmarks = [g for g in panel.landmarks if g in shared]
-        reason = (
-            f"LINCS L1000 landmarks ({len(landmarks)} of {len(panel.landmarks)} measured on "
-            "HG-U133A)"
-        )
+        reason = f"LINCS L1000 landmarks ({len(landmarks)} of {len(panel.landmarks)} in the data)"
     else:
         sub = train.select_genes(shared_genes)
         var = np.nanvar(sub.values, axis=0)
@@ -292,16 +289,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"panel: {choice.reason}")
         print()
         print(format_report(train_name, test_name, table, per_gene, choice, studies))
+    print()
+    print(
+        "Note: bladder vs kidney tissue with 17-57 arrays per study, so inference across these "
+        "studies is hard; D-GEX reached 0.32 training on ~88,000 GEO profiles."
+    )
     _run_rnaseq(args, out)
     print()
     print(
         "MAE (std): mean over genes of |predicted - measured| after z-scoring both within the "
-        f"test study (D-GEX's cross-platform metric). Done in {time.perf_counter() - t0:.0f} s."
-    )
-    print(
-        "Note: these studies are different tissues (bladder vs kidney) with 17-57 arrays, so "
-        "inference across them is hard; D-GEX reached 0.32 training on ~88,000 GEO profiles. "
-        "Train on your own compendium with `geneinfer train`."
+        "test study (D-GEX's cross-platform metric). Train on your own compendium with "
+        f"`geneinfer train`. Done in {time.perf_counter() - t0:.0f} s."
     )
     if out is not None:
         print(f"models saved under {out}")

@@ -115,6 +115,14 @@ def _figures(data: ReportData) -> list[str]:
                                    ylabel="mean per-gene r"),
             "Mean per-gene Pearson r per model and split",
         ))
+    within = m[m["view"] == "within-study"] if "view" in m else m.iloc[:0]
+    if len(within):
+        out.append(_img(
+            plots.model_comparison(within, value="mae", group_col="split",
+                                   ylabel="MAE (z-scored within each test study)"),
+            "MAE after z-scoring truth and prediction within each test study "
+            "(removes between-study offsets)",
+        ))
     pg = data.per_gene
     if len(pg):
         for split in dict.fromkeys(pg["split"]):
@@ -172,7 +180,9 @@ def render_html(data: ReportData) -> str:
         "r = Pearson correlation per gene across test samples; CCC = Lin's concordance; "
         f"better_than_{html.escape(data.baseline)} = share of genes with lower MAE than "
         f"{html.escape(data.baseline)}. View <em>training</em> uses the training scale; "
-        "<em>within-study</em> z-scores each test study on its own.</p>"
+        "<em>within-study</em> z-scores each test study on its own. Calibration method "
+        "<em>center</em> compares truth and prediction after removing each one's study mean "
+        "(relative expression), so its MAE is not on the same footing as <em>none</em>.</p>"
     )
     for view in (dict.fromkeys(m["view"]) if "view" in m else [None]):
         sub = m[m["view"] == view] if view is not None else m

@@ -27,6 +27,7 @@ import os
 import platform as _platform
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1000,8 +1001,15 @@ class Study:
         Xtr, Ytr = arrays["train"]
         Xva, Yva = arrays["valid"]
         t0 = time.perf_counter()
-        fit_estimator(est, Xtr, Ytr, X_valid=Xva, Y_valid=Yva)
+        # Model warnings (e.g. "SVR fitted on 100 of 9000 genes") go to the unit record and
+        # the log instead of interleaving with the progress bar.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit_estimator(est, Xtr, Ytr, X_valid=Xva, Y_valid=Yva)
         fit_s = time.perf_counter() - t0
+        notes = list(dict.fromkeys(str(w.message) for w in caught))
+        for note in notes:
+            logger.info("%s / %s: %s", model.label, fold.name, note)
         valid = _summary_row(gene_metrics(Yva, est.predict(Xva)))
         rows, per_gene, preds = [], {}, {}
         within = self.config.evaluate["within_study"]
@@ -1021,7 +1029,8 @@ class Study:
             if self._needs_predictions(model, fold):
                 preds[name] = P
         history = learning_curve(getattr(est, "history_", None))
-        return {"rows": rows, "per_gene": per_gene, "preds": preds, "history": history}
+        return {"rows": rows, "per_gene": per_gene, "preds": preds, "history": history,
+                "warnings": notes}
 
     def _save_unit(self, model: ModelSpec, fold: Fold, key: str, res: Mapping[str, Any]) -> None:
         d = self._unit_dir(fold)
@@ -1037,7 +1046,8 @@ class Study:
         _write_json(d / f"{model.label}.json",
                     {"key": key, "rows": [{k: _clean_float(v) for k, v in r.items()}
                                           for r in res["rows"]],
-                     "history": res["history"], "test_sets": list(res["per_gene"])})
+                     "history": res["history"], "test_sets": list(res["per_gene"]),
+                     "warnings": res.get("warnings", [])})
 
     def _load_unit(self, model: ModelSpec, fold: Fold, key: str) -> dict | None:
         path = self._unit_dir(fold) / f"{model.label}.json"
@@ -1156,6 +1166,11 @@ class Study:
             f"{self.dedup_report['removed']} near-duplicates removed.",
             f"Units: {len(docs)} ({skipped} reused from cache); run time {elapsed:.1f} s.",
         ]
+        seen: dict[str, None] = {}
+        for (label, _fold), doc in docs.items():
+            for w in doc.get("warnings", []):
+                seen.setdefault(f"Model warning ({label}): {w}", None)
+        notes += list(seen)[:20]
         data = ReportData(
             title=f"geneinfer study: {cfg.name}", metrics=metrics, per_gene=per_gene,
             gene_stats=gene_stats, histories=histories, calibration=calibration,

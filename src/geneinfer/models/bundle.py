@@ -445,6 +445,7 @@ class InferenceModel:
             }
             text = json.dumps(doc, indent=1, allow_nan=False)
             (tmp / MODEL_JSON).write_text(text + "\n", encoding="utf-8")
+            _default_permissions(tmp)
             _replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -552,6 +553,15 @@ def _check_overwritable(final: Path) -> None:
             f"{final} exists and is not a geneinfer model directory; refusing to overwrite it"
         )
     raise GeneinferError(f"{final} exists and is a file; a model is saved as a directory")
+
+
+def _default_permissions(folder: Path) -> None:
+    """mkdtemp creates 0700 folders; give the model the modes of a normal new directory."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:

@@ -87,10 +87,13 @@ def thread_limit(n: int | None) -> Iterator[None]:
 
 
 def _limit_threads(n: int) -> None:
-    """For a worker process: ``n`` threads for its whole life (torch included)."""
-    with contextlib.suppress(Exception):
-        import torch
+    """For a worker process: ``n`` threads for its whole life (torch too, if the model uses it).
 
+    torch is not imported here when the model did not import it (that costs seconds).
+    """
+    os.environ["OMP_NUM_THREADS"] = str(n)  # read by torch when it is imported later
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(n)
     with contextlib.suppress(Exception):
         from threadpoolctl import threadpool_limits

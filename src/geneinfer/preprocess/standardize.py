@@ -18,7 +18,7 @@ from geneinfer.errors import GeneinferError, ModelFileError
 _REL_EPS = 1e-7
 
 
-def _blockwise_mean_std(X: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def _blockwise_mean_std(X: np.ndarray, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Per-column NaN-ignoring mean and population std in float64, two passes over row
     blocks (exact and stable, without a float64 copy of the whole matrix)."""
     n_genes = X.shape[1]
