@@ -39,11 +39,15 @@ N_LM, N_TG, FULL_N = 943, 9520, 88_807
 
 
 def make_data(n: int, p: int = N_LM, q: int = N_TG, seed: int = 0):
-    """Expression-like data: 60 latent programs, landmarks linear in them, targets not."""
+    """Expression-like data: 60 latent programs, landmarks linear in them, targets not.
+
+    The programs' loadings are fixed (one "biology"); ``seed`` draws the samples.
+    """
+    loadings = np.random.default_rng(12345)
+    A = loadings.normal(size=(60, p)).astype(np.float32) / 8
+    B = loadings.normal(size=(60, q)).astype(np.float32) / 8
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 60)).astype(np.float32)
-    A = rng.normal(size=(60, p)).astype(np.float32) / 8
-    B = rng.normal(size=(60, q)).astype(np.float32) / 8
     X = z @ A + 0.3 * rng.normal(size=(n, p)).astype(np.float32)
     Y = np.tanh(z @ B) + 0.3 * rng.normal(size=(n, q)).astype(np.float32)
     return X, Y
@@ -78,22 +82,29 @@ def bench_torch_train(hidden, X, Y, Xv, Yv, *, recipe: str, precision: str) -> d
     return {"samples_per_s": seen / epoch["seconds"], "val_mse": val, "seen": seen}
 
 
-def bench_sklearn_train(hidden, X, Y, Xv, Yv) -> dict:
-    from sklearn.exceptions import ConvergenceWarning
+def bench_sklearn_train(hidden, X, Y, Xv, Yv, *, solver: str) -> dict:
     from sklearn.neural_network import MLPRegressor
 
-    # sklearn's loss is mean(error^2)/2 over all outputs; the D-GEX recipe's (and the torch
-    # paper recipe's) is the sum over outputs: the same SGD steps need lr x 2 * n_outputs
-    model = MLPRegressor(hidden_layer_sizes=hidden, activation="tanh", solver="sgd",
-                         learning_rate_init=5e-4 * 2 * Y.shape[1], momentum=0.5,
-                         nesterovs_momentum=False, batch_size=200, alpha=0.0, max_iter=1,
-                         shuffle=True, random_state=0)
+    if solver == "sgd":
+        # sklearn's loss is mean(error^2)/2 over all outputs; the D-GEX recipe's (and the torch
+        # paper recipe's) sums over outputs: the same SGD steps need lr x 2 * n_outputs
+        opts = {"learning_rate_init": 5e-4 * 2 * Y.shape[1], "momentum": 0.5,
+                "nesterovs_momentum": False}
+    else:
+        opts = {"learning_rate_init": 1e-3}
+    model = MLPRegressor(hidden_layer_sizes=hidden, activation="tanh", solver=solver,
+                         batch_size=200, alpha=0.0, max_iter=1, shuffle=True, random_state=0,
+                         **opts)
+    seen = len(X)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        model.fit(X, Y)
+        try:
+            model.fit(X, Y)
+        except ValueError:  # "Solver produced non-finite parameter weights"
+            return {"samples_per_s": seen / (time.perf_counter() - t0), "val_mse": float("nan"),
+                    "seen": seen}
         seconds = time.perf_counter() - t0
-    seen = (len(X) // 200) * 200 + (len(X) % 200)
     val = float(np.mean((model.predict(Xv) - Yv) ** 2))
     return {"samples_per_s": seen / seconds, "val_mse": val, "seen": seen}
 
@@ -112,8 +123,10 @@ def section_train(args, rates) -> None:
                "torch modern fp32": bench_torch_train(hidden, X, Y, Xv, Yv, recipe="modern",
                                                       precision="fp32")}
         if len(hidden) == 1 or args.sklearn_big:
-            res["sklearn MLPRegressor"] = bench_sklearn_train(hidden, X, Y, Xv, Yv)
-        base = res.get("sklearn MLPRegressor")
+            res["sklearn sgd (paper)"] = bench_sklearn_train(hidden, X, Y, Xv, Yv, solver="sgd")
+            res["sklearn adam"] = bench_sklearn_train(hidden, X, Y, Xv, Yv, solver="adam")
+        base = res.get("sklearn sgd (paper)")
+        print(f"(predicting the training mean: val MSE {np.mean((Yv - Y.mean(0)) ** 2):.4f})")
         for name, r in res.items():
             util = r["samples_per_s"] * flops / rates["fp32"]
             ratio = ""
@@ -125,29 +138,37 @@ def section_train(args, rates) -> None:
 
 
 def section_memory(args) -> None:
-    print("\n== 3. peak memory of a fit (DGEX 1x3000, 943 -> 9,520) ==")
+    print("\n== 3. peak memory of a fit (DGEX 1x3000, 943 -> 9,520, fresh process) ==")
+    res = subprocess.run([sys.executable, __file__, "--mem-worker", str(args.mem_samples)],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("MEMRESULT "))
+                   .split(" ", 1)[1])
+    n, overhead = args.mem_samples, r["peak_gb"] - r["data_peak_gb"]
+    full_data = FULL_N * (N_LM + N_TG) * 4 / 1e9
+    # no copy of the data grows with n (batches are gathered on the fly) except one
+    # standardized copy of X (for the landmark statistics); the rest is model + batch state
+    x_copy = FULL_N * N_LM * 4 / 1e9
+    print(f"{n} samples: data {r['data_gb']:.2f} GB; peak RSS {r['peak_gb']:.2f} GB, of which "
+          f"{overhead:.2f} GB on top of the data during the fit")
+    print(f"estimate for the full D-GEX set ({FULL_N} samples): data {full_data:.2f} GB + fit "
+          f"{overhead + x_copy:.2f} GB = {full_data + overhead + x_copy:.2f} GB (target < 16 GB)")
+    hidden = (9000, 9000, 9000)
+    params = sum(a * b + b for a, b in itertools.pairwise([N_LM, *hidden, N_TG]))
+    state = params * 4 * 5 / 1e9  # weights, grads, 2 AdamW moments, best copy
+    print(f"DGEX 3x9000: {params / 1e6:.0f} M parameters -> {state:.1f} GB training state; "
+          f"full-data fit about {full_data + x_copy + state + 0.5:.1f} GB")
+
+
+def mem_worker(n: int) -> None:
     from geneinfer.models.neural import DGEX
 
-    n = args.mem_samples
+    torch.set_num_threads(2)
     X, Y = make_data(n)
-    data_gb = (X.nbytes + Y.nbytes) / 1e9
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    model = DGEX(hidden=(3000,), batch_size=200, max_epochs=1, progress=False, device="cpu")
-    model.fit(X, Y)
+    data_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    DGEX(hidden=(3000,), batch_size=200, max_epochs=1, progress=False, device="cpu").fit(X, Y)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    overhead = max(peak - before, 0.0)
-    full_data = FULL_N * (N_LM + N_TG) * 4 / 1e9
-    # no copy of the data scales with n (batches are gathered on the fly); X is copied once
-    full_est = full_data + overhead + FULL_N * N_LM * 4 / 1e9
-    print(f"{n} samples: data {data_gb:.2f} GB, peak RSS growth during fit {overhead:.2f} GB "
-          f"(process peak {peak:.2f} GB)")
-    print(f"estimate for the full D-GEX set ({FULL_N} samples): data {full_data:.2f} GB + fit "
-          f"{overhead + FULL_N * N_LM * 4 / 1e9:.2f} GB = {full_est:.2f} GB (target < 16 GB)")
-    for hidden in ((9000, 9000, 9000),):
-        params = sum(a * b + b for a, b in zip([N_LM, *hidden], [*hidden, N_TG]))
-        state = params * 4 * 5 / 1e9  # weights, grads, 2 AdamW moments, best copy
-        print(f"DGEX 3x9000: {params / 1e6:.0f} M parameters -> {state:.1f} GB training state; "
-              f"full-data fit about {full_data + state + 0.4:.1f} GB")
+    print("MEMRESULT " + json.dumps({"data_gb": (X.nbytes + Y.nbytes) / 1e9,
+                                     "data_peak_gb": data_peak, "peak_gb": peak}), flush=True)
 
 
 def section_predict(args) -> None:
@@ -225,10 +246,11 @@ def section_quality(args) -> None:
     from geneinfer.models.ensemble import PerGeneSelector
     from geneinfer.models.linear import LinearRegression, Ridge
     from geneinfer.models.neural import DGEX, BottleneckMLP, LandmarkCNN, RidgeResidualMLP
+    from geneinfer.models.registry import make_model
 
     shared = Path(os.environ.get("GENEINFER_SHARED", ROOT.parent / "shared" / "data"))
     data = load_gpl96(shared)
-    epochs = 30 if args.small else 100
+    epochs = 30 if args.small else 60
     c = {"progress": False, "batch_size": 32, "max_epochs": epochs, "patience": 10}
     width = 512 if args.small else 1000
     nets = {"dgex-paper": {"hidden": [width], "recipe": "paper", **c},
@@ -237,6 +259,7 @@ def section_quality(args) -> None:
     factories = {
         "ols": LinearRegression,
         "ridge": Ridge,
+        "knn-ge": lambda: make_model("knn-ge"),
         "dgex-paper": lambda: DGEX(**nets["dgex-paper"]),
         "dgex-modern": lambda: DGEX(**nets["dgex-modern"]),
         "ridge-mlp": lambda: RidgeResidualMLP(**nets["ridge-mlp"]),
@@ -244,7 +267,7 @@ def section_quality(args) -> None:
                                              decoder=(width,), **c),
         "cnn": lambda: LandmarkCNN(channels=(8, 16), hidden=256, **c),
         "per-gene-best": lambda: PerGeneSelector(
-            candidates=("ridge", "dgex", "ridge-mlp"),
+            candidates=("ridge", "knn-ge", "dgex", "ridge-mlp"),
             candidate_params={"dgex": nets["dgex-modern"], "ridge-mlp": nets["ridge-mlp"]}),
     }
     table: dict[str, list[float]] = {k: [] for k in factories}
@@ -254,7 +277,7 @@ def section_quality(args) -> None:
         mean, std = X.mean(0), X.std(0)
         for name, make in factories.items():
             model = make()
-            if name in ("ols", "ridge"):  # the neural models standardize internally
+            if name in ("ols", "ridge", "knn-ge"):  # the neural models standardize internally
                 pred = model.fit((X - mean) / std, Y).predict((Xt - mean) / std)
             else:
                 pred = model.fit(X, Y).predict(Xt)
@@ -281,15 +304,19 @@ def main() -> None:
                     help="also run sklearn at 3x9000 (float64: ~8 GB)")
     ap.add_argument("--ddp-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ddp-steps", type=int, default=30, help=argparse.SUPPRESS)
+    ap.add_argument("--mem-worker", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mem_worker:
+        mem_worker(args.mem_worker)
+        return
     if args.ddp_worker:
         ddp_worker(args.ddp_worker, args.ddp_steps)
         return
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    args.steps_small = 20 if args.small else 200
+    args.steps_small = 20 if args.small else 100
     args.steps_big = 2 if args.small else 10
     args.mem_samples = 4000 if args.small else 20000
-    args.predict_rows = 2000 if args.small else 10000
+    args.predict_rows = 500 if args.small else 2000
     args.ddp_steps = 10 if args.small else 40
     sections = {int(s) for s in args.sections.split(",")}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -36,9 +36,13 @@ class _Images(HTMLParser):
 
 @pytest.fixture(scope="module")
 def run(shared, tmp_path_factory):
+    """One quick run of the real shared study (about 2 minutes on 2 free cores)."""
     out = tmp_path_factory.mktemp("study") / "shared"
     rc = main(["study", str(CONFIG), "--quick", "--out", str(out), "--no-progress"])
     return rc, out
+
+
+pytestmark = pytest.mark.slow
 
 
 def test_study_exits_cleanly_and_writes_results(run):
@@ -114,9 +118,10 @@ def test_calibration_table_has_each_method(run):
     assert (cal["n_eval_samples"] == 80).all()  # 85 GEUVADIS samples minus 5 shots
 
 
-def test_bad_config_exits_2_before_any_work(tmp_path, capsys):
+def test_bad_config_exits_2_before_any_work(shared, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text(CONFIG.read_text(encoding="utf-8").replace("[panel]", "[panel]\nsize = 3"))
+    text = CONFIG.read_text(encoding="utf-8").replace("[panel]", "[panel]\nsize = 3")
+    bad.write_text(text.replace('"../../shared/data"', f'"{shared}"'))
     rc = main(["study", str(bad), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2

@@ -53,9 +53,9 @@ def test_picks_each_genes_best_candidate_on_the_given_validation_set(data):
 
 def test_internal_split_refit_and_round_trip(data):
     X, Y, Xt, _ = data
-    sel = PerGeneSelector(candidates=("ridge", "ridge-mlp"), candidate_params=PARAMS,
+    sel = PerGeneSelector(candidates=("ridge", "knn-ge", "ridge-mlp"), candidate_params=PARAMS,
                           validation_fraction=0.25).fit(X, Y)
-    assert sel.val_error_.shape == (2, Y.shape[1])
+    assert sel.val_error_.shape == (3, Y.shape[1])
     pred = sel.predict(Xt)
     arrays, meta = sel.fitted_state()
     meta = json.loads(json.dumps(meta))

@@ -33,6 +33,7 @@ ESTIMATORS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:SVR fitted on")
 @parametrize_with_checks(
     ESTIMATORS,
     expected_failed_checks=lambda est: {"check_regressor_multioutput": FLOAT32},
@@ -41,6 +42,7 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+@pytest.mark.filterwarnings("ignore:SVR fitted on")
 @pytest.mark.parametrize("est", ESTIMATORS, ids=lambda e: type(e).__name__)
 def test_multioutput_shape_and_dtype(est):
     rng = np.random.default_rng(0)

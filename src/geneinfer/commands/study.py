@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study configuration (TOML), e.g. studies/shared.toml")
     parser.add_argument(
         "--out", default=None,
-        help="results folder (default: results/<study name> next to the current directory)",
+        help="results folder (default: results/<study name>[-quick] in the current directory)",
     )
     parser.add_argument(
         "--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from geneinfer.evaluate.study import Study, load_config
 
     cfg = load_config(args.config)
-    out = Path(args.out) if args.out else Path("results") / cfg.name
+    out = Path(args.out) if args.out else Path("results") / (
+        cfg.name + ("-quick" if args.quick else ""))
     study = Study(cfg, out_dir=out, quick=args.quick, resume=args.resume,
                   progress=not args.no_progress)
     study.prepare()

@@ -1059,6 +1059,11 @@ class Study:
             return None
         if doc.get("key") != key:
             return None
+        if self._needs_predictions(model, fold) and not (
+            (self._unit_dir(fold) / f"{model.label}.preds.npz").is_file()
+            and (self._unit_dir(fold) / "_truth.npz").is_file()
+        ):
+            return None  # finished before biology/calibration asked for its predictions
         return doc
 
     # ------------------------------------------------------------------ running

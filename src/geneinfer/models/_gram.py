@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg.blas import get_blas_funcs
 
 from geneinfer.errors import GeneinferError, InputFormatError
 
@@ -51,6 +52,11 @@ def _controller():  # created once: building it scans the loaded libraries
     return ThreadpoolController()
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """Run LAPACK solvers (eigh, eigvalsh) on one BLAS thread; see :func:`eigenbasis`."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
 def blas_threads(flops: float) -> contextlib.AbstractContextManager:
     """One BLAS thread for small products, the default for large ones.
 
@@ -61,6 +67,11 @@ def blas_threads(flops: float) -> contextlib.AbstractContextManager:
     if flops < SMALL_FLOPS:
         return _controller().limit(limits=1, user_api="blas")
     return contextlib.nullcontext()
+
+
+@functools.lru_cache(maxsize=2)
+def _syrk(dtype: np.dtype):
+    return get_blas_funcs("syrk", dtype=dtype)
 
 
 def default_block_rows(n_targets: int) -> int:
@@ -177,14 +188,24 @@ class GramStats:
             self.shift_x = X.mean(axis=0, dtype=np.float64)
         if self.shift_y is None:
             self.shift_y = Y.mean(axis=0, dtype=np.float64)
-        xs = self._shifted(X, self.shift_x)
+        m, p = X.shape
+        # landmarks shifted, plus a column of ones: one product then also yields the
+        # column sums (no separate pass over the large target block)
+        xa = np.empty((m, p + 1), dtype=self.dtype)
+        work = np.promote_types(X.dtype, self.dtype)
+        np.subtract(X, self.shift_x.astype(work), out=xa[:, :p], dtype=work, casting="unsafe")
+        xa[:, p] = 1.0
         ys = self._shifted(Y, self.shift_y)
-        self.n += X.shape[0]
-        self.sx += xs.sum(axis=0, dtype=np.float64)
-        self.sy += ys.sum(axis=0, dtype=np.float64)
-        with blas_threads(2.0 * xs.shape[0] * xs.shape[1] * (xs.shape[1] + ys.shape[1])):
-            self.sxx += xs.T @ xs
-            self.sxy += xs.T @ ys
+        self.n += m
+        with blas_threads(2.0 * m * (p + 1) * (p + ys.shape[1])):
+            # X'X by a symmetric rank-k update (half the flops of a general product);
+            # xa.T is Fortran-ordered, so BLAS reads it without a copy
+            gram = _syrk(self.dtype)(1.0, xa.T, trans=0)  # upper triangle
+            cross = xa.T @ ys
+        self.sxx += gram[:p, :p]
+        self.sx += gram[:p, p]
+        self.sxy += cross[:p]
+        self.sy += cross[p]
         self.syy += np.einsum("ij,ij->j", ys, ys, dtype=np.float64)
         return self
 
@@ -210,6 +231,11 @@ class GramStats:
         return self
 
     # ------------------------------------------------------------------ results
+    def _sxx_full(self) -> np.ndarray:
+        """``sxx`` holds the upper triangle (from syrk); mirror it."""
+        upper = np.triu(self.sxx)
+        return upper + np.triu(upper, 1).T
+
     def centered(self) -> CenteredGram:
         """Means and centred second moments of all rows seen so far."""
         if self.n == 0 or self.sxx is None:
@@ -217,8 +243,7 @@ class GramStats:
         n = self.n
         dx = self.sx / n
         dy = self.sy / n
-        cxx = self.sxx - n * np.outer(dx, dx)
-        cxx = 0.5 * (cxx + cxx.T)
+        cxx = self._sxx_full() - n * np.outer(dx, dx)
         cxy = self.sxy - n * np.outer(dx, dy)
         cyy = np.maximum(self.syy - n * dy * dy, 0.0)
         return CenteredGram(n, self.shift_x + dx, self.shift_y + dy, cxx, cxy, cyy)
@@ -228,7 +253,8 @@ class GramStats:
         n = self.n
         ax = self.shift_x - mean_x  # x - m = (x - s) + a
         ay = self.shift_y - mean_y
-        sxx = self.sxx + np.outer(self.sx, ax) + np.outer(ax, self.sx) + n * np.outer(ax, ax)
+        sxx = self._sxx_full() + np.outer(self.sx, ax)
+        sxx += np.outer(ax, self.sx) + n * np.outer(ax, ax)
         sxy = self.sxy + np.outer(self.sx, ay) + np.outer(ax, self.sy) + n * np.outer(ax, ay)
         syy = self.syy + 2 * ay * self.sy + n * ay * ay
         return Moments(n, sxx, sxy, syy)
@@ -251,13 +277,11 @@ class Eigenbasis:
 
 def eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision) -> Eigenbasis:
     """Eigen-decompose ``C_xx`` once; every linear solution below reuses it."""
-    p, t = gram.cxy.shape
-    with blas_threads(10.0 * p**3 + 2.0 * p * p * t):
-        return _eigenbasis(gram, rcond=rcond, precision=precision)
-
-
-def _eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision) -> Eigenbasis:
-    d, V = linalg.eigh(gram.cxx, check_finite=False, driver="evr")
+    # LAPACK's eigen-solvers are mostly level-2 BLAS: threads do not help them and on a
+    # busy machine make them up to 25x slower (943 x 943: 0.3 s on 1 thread, up to 11 s
+    # on 2 spinning threads); divide and conquer ("evd") was the fastest driver
+    with one_blas_thread():
+        d, V = linalg.eigh(gram.cxx, check_finite=False, driver="evd")
     d = np.maximum(d, 0.0)
     if rcond is None:
         # relative size of the rounding error in C_xx: float32 block products carry
@@ -266,7 +290,8 @@ def _eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision
         rcond = 1e-6 if precision == "float32" else 1e-12
     top = d.max() if d.size else 0.0
     keep = d > rcond * top if top > 0 else np.zeros_like(d, dtype=bool)
-    Q = V.T @ gram.cxy
+    with blas_threads(2.0 * V.size * gram.cxy.shape[1]):
+        Q = V.T @ gram.cxy
     Q[~keep] = 0.0
     return Eigenbasis(d, V, Q, keep)
 

@@ -35,7 +35,8 @@ class PerGeneSelector(GeneModel):
     ----------
     candidates : sequence
         Registry names (``"ridge"``, ``"knn-ge"``, ``"dgex"``, ``"ridge-mlp"``, ...) and/or
-        ``(label, estimator)`` pairs of unfitted :class:`GeneModel` estimators.
+        ``(label, estimator)`` pairs of unfitted :class:`GeneModel` estimators. Default: the
+        three methods compared by D-GEX (linear, KNN-GE, D-GEX), with ridge for OLS.
     candidate_params : dict, optional
         Hyper-parameters per registry name, e.g. ``{"dgex": {"hidden": [3000]}}``.
     validation_fraction : float
@@ -62,7 +63,7 @@ class PerGeneSelector(GeneModel):
     def __init__(
         self,
         *,
-        candidates: Sequence[Any] = ("ridge", "knn-ge", "ridge-mlp"),
+        candidates: Sequence[Any] = ("ridge", "knn-ge", "dgex"),
         candidate_params: dict[str, dict[str, Any]] | None = None,
         validation_fraction: float = 0.2,
         refit: bool = True,

@@ -103,6 +103,7 @@ class KNNGE(GramLinearModel):
     def fit(self, X: Any, Y: Any) -> KNNGE:
         """Find each target's neighbour landmarks (choosing ``k`` first if ``"auto"``)."""
         _check_k(self.k, "KNNGE")
+        self.__dict__.pop("validation_mse_", None)
         if self.k != "auto":
             return super().fit(X, Y)
         X, Y = self._validate_fit(X, Y)
@@ -210,6 +211,7 @@ class SampleKNN(ClassicalModel):
         scale = np.where(std > 0, std, 1.0)
         Z = ((X - mean) / scale).astype(np.float32)
         Yf = np.asarray(Y, dtype=np.float32)
+        self.__dict__.pop("validation_mse_", None)
         if self.k == "auto":
             self.k_, self.validation_mse_ = self._choose_k(Z, Yf)
         else:

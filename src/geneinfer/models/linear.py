@@ -26,6 +26,7 @@ from geneinfer.models._gram import (
     blas_threads,
     coef_from_eigen,
     eigenbasis,
+    one_blas_thread,
     residual_ss_perp,
     validation_sse,
 )
@@ -385,7 +386,8 @@ class _GramLasso:
         self.ct = np.ascontiguousarray(gram.cxy.T)  # targets x landmarks
         self.cyy = gram.cyy
         self.n = gram.n
-        self.L = max(float(np.linalg.eigvalsh(self.C)[-1]), 1e-300)
+        with one_blas_thread():
+            self.L = max(float(np.linalg.eigvalsh(self.C)[-1]), 1e-300)
         self.max_iter = max_iter
         self.tol = tol
         self.n_iter = 0
