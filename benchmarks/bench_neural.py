@@ -313,11 +313,11 @@ def main() -> None:
         ddp_worker(args.ddp_worker, args.ddp_steps)
         return
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    args.steps_small = 20 if args.small else 100
-    args.steps_big = 2 if args.small else 10
+    args.steps_small = 20 if args.small else 60
+    args.steps_big = 2 if args.small else 6
     args.mem_samples = 4000 if args.small else 20000
     args.predict_rows = 500 if args.small else 2000
-    args.ddp_steps = 10 if args.small else 40
+    args.ddp_steps = 10 if args.small else 30
     sections = {int(s) for s in args.sections.split(",")}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}")

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, ModelFileError
 
-_BLOCK = 2048
+#: Values per block of rows: temporaries stay cache-sized (~2 M values, ~90 arrays of 22k).
+_BLOCK_VALUES = 2_000_000
 _PROGRESS_ROWS = 20_000
 
 
@@ -50,9 +51,13 @@ def _sorted_on_grid(block: np.ndarray, n_ref: int) -> np.ndarray:
     return out
 
 
-def _blocks(n: int, progress: bool | None, desc: str) -> tqdm:
+def _blocks(shape: tuple[int, ...], progress: bool | None, desc: str) -> tqdm:
+    """Row slices of about ``_BLOCK_VALUES`` values each, with an optional progress bar."""
+    n, n_cols = shape
+    step = max(1, _BLOCK_VALUES // max(1, n_cols))
     show = n > _PROGRESS_ROWS if progress is None else progress
-    return tqdm(range(0, n, _BLOCK), desc=desc, unit="block", disable=not show)
+    slices = [slice(i, i + step) for i in range(0, n, step)]
+    return tqdm(slices, desc=desc, unit="block", disable=not show)
 
 
 def quantile_reference(X: np.ndarray, *, progress: bool | None = None) -> np.ndarray:
@@ -61,8 +66,8 @@ def quantile_reference(X: np.ndarray, *, progress: bool | None = None) -> np.nda
     n_ref = X.shape[1]
     total = np.zeros(n_ref)
     count = 0
-    for start in _blocks(X.shape[0], progress, "quantile reference"):
-        grid_vals = _sorted_on_grid(X[start : start + _BLOCK], n_ref)
+    for rows in _blocks(X.shape, progress, "quantile reference"):
+        grid_vals = _sorted_on_grid(X[rows], n_ref)
         ok = ~np.isnan(grid_vals[:, 0])
         total += grid_vals[ok].sum(axis=0, dtype=np.float64)
         count += int(ok.sum())
@@ -74,14 +79,14 @@ def quantile_reference(X: np.ndarray, *, progress: bool | None = None) -> np.nda
 def _average_ranks_sorted(sorted_vals: np.ndarray) -> np.ndarray:
     """0-based average rank of each position of row-wise sorted values (ties share it)."""
     n_rows, n = sorted_vals.shape
-    idx = np.broadcast_to(np.arange(n), (n_rows, n))
-    new_group = np.ones(sorted_vals.shape, dtype=bool)
+    new_group = np.ones(sorted_vals.shape, dtype=bool)  # column 0: rows never share a group
     new_group[:, 1:] = sorted_vals[:, 1:] != sorted_vals[:, :-1]
-    last_of_group = np.ones(sorted_vals.shape, dtype=bool)
-    last_of_group[:, :-1] = new_group[:, 1:]
-    start = np.maximum.accumulate(np.where(new_group, idx, 0), axis=1)
-    end = np.minimum.accumulate(np.where(last_of_group, idx, n - 1)[:, ::-1], axis=1)[:, ::-1]
-    return (start + end) / 2.0
+    flat_new = new_group.ravel()
+    starts = np.flatnonzero(flat_new)
+    ends = np.append(starts[1:], flat_new.size) - 1
+    group = np.cumsum(flat_new) - 1
+    row_offset = np.repeat(np.arange(n_rows) * n, n)
+    return ((starts[group] + ends[group]) / 2.0 - row_offset).reshape(n_rows, n)
 
 
 def map_to_reference(
@@ -92,11 +97,11 @@ def map_to_reference(
     n_ref = reference.shape[0]
     out = np.empty(X.shape, dtype=np.float32)
     ref_pos = np.arange(n_ref, dtype=np.float64)
-    for start in _blocks(X.shape[0], progress, "quantile normalization"):
-        block = X[start : start + _BLOCK]
+    for rows in _blocks(X.shape, progress, "quantile normalization"):
+        block = X[rows]
         # One argsort per row gives both the ranks and where to write the results back;
         # NaN sorts last, so the first m sorted positions are the observed values.
-        order = np.argsort(block, axis=1, kind="stable")
+        order = np.argsort(block, axis=1)  # tie order is irrelevant: ties share a value
         svals = np.take_along_axis(block, order, axis=1)
         m = (~np.isnan(block)).sum(axis=1, keepdims=True).astype(np.float64)
         ranks0 = _average_ranks_sorted(svals)
@@ -105,7 +110,7 @@ def map_to_reference(
         # per row, positions ascend: interpolation reads the reference in order
         vals = np.interp((q * (n_ref - 1)).ravel(), ref_pos, reference).reshape(block.shape)
         vals[np.isnan(svals)] = np.nan
-        np.put_along_axis(out[start : start + _BLOCK], order, vals.astype(np.float32), axis=1)
+        np.put_along_axis(out[rows], order, vals.astype(np.float32), axis=1)
     return out
 
 
