@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "error_vs_expression",
@@ -27,6 +28,10 @@ __all__ = [
     "r_distribution",
     "to_png",
 ]
+
+
+# 20 distinct colours: a study may compare a dozen models in one panel.
+_COLORS = tuple(matplotlib.colormaps["tab20"].colors)
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -121,6 +126,7 @@ def r_distribution(per_gene_r: Mapping[str, np.ndarray], *, title: str = "") -> 
     """Histogram (step) of per-gene Pearson r for each model."""
     fig = _figure(5.5, 3.4)
     ax = fig.add_subplot()
+    ax.set_prop_cycle(color=_COLORS)
     bins = np.linspace(-0.5, 1.0, 61)
     for name, r in per_gene_r.items():
         r = np.asarray(r, dtype=float)
@@ -146,6 +152,7 @@ def error_vs_expression(
     fig = _figure(9.0, 3.4)
     for k, (stat, label) in enumerate(((gene_mean, "mean expression"), (gene_var, "variance"))):
         ax = fig.add_subplot(1, 2, k + 1)
+        ax.set_prop_cycle(color=_COLORS)
         stat = np.asarray(stat, dtype=float)
         edges = np.unique(np.nanquantile(stat, np.linspace(0, 1, n_bins + 1)))
         which = np.clip(np.searchsorted(edges, stat, side="right") - 1, 0, len(edges) - 2)
@@ -159,6 +166,7 @@ def error_vs_expression(
         ax.set_ylabel("mean MAE")
         if k == 1:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize="x-small")
     return fig
 
@@ -167,6 +175,7 @@ def learning_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> F
     """Loss per epoch of each torch model (``history_`` dict of named series)."""
     fig = _figure(6.0, 3.6)
     ax = fig.add_subplot()
+    ax.set_prop_cycle(color=_COLORS)
     for name, hist in histories.items():
         for series, values in hist.items():
             vals = np.asarray(values, dtype=float)

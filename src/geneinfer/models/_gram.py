@@ -36,9 +36,11 @@ from geneinfer.errors import GeneinferError, InputFormatError
 
 Precision = Literal["float32", "float64"]
 
-#: rows per block when an in-memory matrix is processed in pieces: keeps the shifted copy
-#: of a target block near 64 MB, large enough for BLAS to run at full speed
-_TARGET_BLOCK_BYTES = 64 * 2**20
+#: rows per block when an in-memory matrix is processed in pieces: the shifted copy of a
+#: target block is ~256 MB. Each block's (landmarks x targets) product is added to the
+#: float64 sums, a pass over ~100 MB at the D-GEX shapes, so blocks must be large for
+#: that to stay small next to the product itself (benchmarks/bench_linear.py compares)
+_TARGET_BLOCK_BYTES = 256 * 2**20
 
 
 #: below this many flops a matrix product runs on one BLAS thread
@@ -75,7 +77,7 @@ def _syrk(dtype: np.dtype):
 
 
 def default_block_rows(n_targets: int) -> int:
-    """Rows per block so that one float32 block of ``n_targets`` columns is ~64 MB."""
+    """Rows per block so that one float32 block of ``n_targets`` columns is ~256 MB."""
     return int(max(256, min(16384, _TARGET_BLOCK_BYTES // (4 * max(1, n_targets)))))
 
 

@@ -52,7 +52,7 @@ class LinearRegression(GramLinearModel):
         Eigenvalues of ``X_c'X_c`` below ``rcond * largest`` are treated as zero. Default:
         1e-6 for float32, 1e-12 for float64 (the rounding-noise level of each).
     block_rows
-        Rows per block when fitting in-memory data (default: ~64 MB of targets per block).
+        Rows per block when fitting in-memory data (default: ~256 MB of targets per block).
 
     Attributes
     ----------
