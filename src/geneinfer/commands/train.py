@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,12 +108,19 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_dir=ckpt,
         progress=not args.quiet,
     )
+    if not _is_main_process():
+        return 0  # under torchrun every rank trains; rank 0 alone writes the model
     path = model.save(args.out)
     if not args.checkpoint_dir:
         shutil.rmtree(ckpt, ignore_errors=True)  # the saved model supersedes them
     if not args.quiet:
         print(format_summary(model, path))
     return 0
+
+
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a ``torchrun`` launch (they hold the same weights)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def _default_checkpoints(out: str) -> Path:
