@@ -185,3 +185,18 @@ def test_writer_rejects_unwritable_ids(tmp_path: Path):
     with pytest.raises(GeneinferError, match="tab"):
         write_gct(data, tmp_path / "x.gct")
     assert not (tmp_path / "x.gct").exists()
+
+
+def test_stale_scale_note_is_restated_on_write(shared, tmp_path):
+    """MAS5 data put on log2 keeps its 'values' note; the file must read back as log2."""
+    from geneinfer.preprocess import to_log2
+
+    raw = read_gct(shared / "gpl96" / "borovecki.gct.gz")
+    assert raw.scale == "linear"
+    logged = to_log2(raw)
+    write_gct(logged, tmp_path / "log2.gct")
+    back = read_gct(tmp_path / "log2.gct")
+    assert back.scale == "log2"
+    assert set(back.samples["values"]) == {"log2 (from MAS5 linear)"}
+    write_gct(raw, tmp_path / "raw.gct")  # a consistent note is kept verbatim
+    assert set(read_gct(tmp_path / "raw.gct").samples["values"]) == {"MAS5 linear"}

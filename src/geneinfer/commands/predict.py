@@ -40,6 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(LINCS-style 'best inferred genes')")
     parser.add_argument("--with-reliability", action="store_true",
                         help="add valid_r and valid_mae to the gene metadata")
+    parser.add_argument("--center-landmarks", action="store_true",
+                        help="per-study centering: move the input's mean landmark profile onto "
+                             "the training mean first (the input file is one study; outputs are "
+                             "then for comparing samples within it)")
+    parser.add_argument("--calibrate", metavar="FILE", default=None,
+                        help="full profiles (landmarks + targets) of a few samples of the new "
+                             "study/platform: learn a per-gene offset from them, shrunk toward "
+                             "no change")
+    parser.add_argument("--calibrate-scale", action="store_true",
+                        help="with --calibrate: also learn a per-gene slope (>= 5 samples)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="folder of public gene tables (maps Ensembl ids in --calibrate)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar or messages")
 
@@ -50,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    calibrating = args.center_landmarks or args.calibrate or args.calibrate_scale
+    model = _calibrated_model(args) if calibrating else args.model
     result = predict_file(
-        args.model,
+        model,
         args.input,
         args.output,
         block_size=args.block_size,
@@ -69,3 +83,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"geneinfer: wrote {result.n_samples} profiles x {result.n_genes} genes to "
               f"{result.output} in {result.seconds:.1f} s ({rate:,.0f} profiles/s)")
     return 0
+
+
+def _calibrated_model(args: argparse.Namespace):
+    """The saved model wrapped with the calibration the options ask for."""
+    from geneinfer import io as gio
+    from geneinfer.errors import ConfigError
+    from geneinfer.models.bundle import InferenceModel
+    from geneinfer.predict.calibration import (
+        CalibratedModel,
+        centering_shift,
+        fit_offset_calibrator,
+    )
+
+    if args.calibrate_scale and not args.calibrate:
+        raise ConfigError("--calibrate-scale needs --calibrate FILE")
+    model = InferenceModel.load(args.model, device="cpu")
+    shift = centering_shift(model, args.input) if args.center_landmarks else None
+    calibrator = None
+    if args.calibrate:
+        profiles = gio.read(args.calibrate)
+        calibrator, n_genes = fit_offset_calibrator(
+            model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
+            landmark_shift=shift,
+        )
+        if args.progress:
+            print(f"geneinfer: calibration from {profiles.n_samples} profiles of "
+                  f"{args.calibrate}: per-gene offset{'/scale' if args.calibrate_scale else ''} "
+                  f"for {n_genes} of {len(model.target_ids)} target genes")
+    return CalibratedModel(model, landmark_shift=shift, calibrator=calibrator)

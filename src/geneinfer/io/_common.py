@@ -320,10 +320,20 @@ def samples_with_scale(samples: pd.DataFrame, scale: str) -> pd.DataFrame:
     GCT/GCTX have no header field for the scale; CMap-style files say it in a ``values``
     column-metadata row, which readers turn back into :attr:`ExpressionData.scale`.
     """
-    if scale == "unknown" or "values" in samples.columns:
+    if scale == "unknown":
         return samples
     out = samples.copy()
-    out["values"] = pd.Series([scale] * len(out), index=out.index, dtype=object)
+    if "values" not in samples.columns:
+        out["values"] = pd.Series([scale] * len(out), index=out.index, dtype=object)
+        return out
+    # a stale scale note (e.g. "MAS5 linear" on data since put on log2) would make the file
+    # read back on the wrong scale: restate it, keeping the original words
+    old = samples["values"].astype(object)
+    stale = [scale_from_text(None if pd.isna(v) else str(v)) != scale for v in old]
+    out["values"] = [
+        (f"{scale} (from {v})" if pd.notna(v) and str(v).strip() else scale) if bad else v
+        for v, bad in zip(old, stale)
+    ]
     return out
 
 

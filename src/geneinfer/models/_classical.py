@@ -98,6 +98,7 @@ class GramLinearModel(ClassicalModel):
         for xb, yb in iter_row_blocks(X, Y, self.block_rows or default_block_rows(Y.shape[1])):
             # validate_data already rejected NaN/inf; skip the per-block re-check
             self._stats.update(xb, yb, check=False)
+        self._stats.release_workspace()
         self._finish(self._stats.centered())
         return self
 
@@ -129,6 +130,7 @@ class GramLinearModel(ClassicalModel):
         self.n_targets_ = int(Y2.shape[1])
         for xb, yb in iter_row_blocks(X, Y2, self.block_rows):
             self._stats.update(xb, yb)
+        self._stats.release_workspace()
         self._finish(self._stats.centered())
         return self
 
@@ -199,6 +201,8 @@ def split_stats(
         xb, yb = X[start : start + step], Y[start : start + step]
         train.update(xb[~m], yb[~m], check=False)
         val.update(xb[m], yb[m], check=False)
+    train.release_workspace()
+    val.release_workspace()
     return train, val
 
 

@@ -43,6 +43,10 @@ Precision = Literal["float32", "float64"]
 _TARGET_BLOCK_BYTES = 256 * 2**20
 
 
+#: rows of a target block processed together while they are in cache (~2 MB): measured
+#: fastest of 1, 2.4 and 4.8 MB chunks for the shift-and-square pass
+_CACHE_CHUNK_BYTES = 2 * 2**20
+
 #: below this many flops a matrix product runs on one BLAS thread
 SMALL_FLOPS = 5e8
 
@@ -137,6 +141,8 @@ class GramStats:
         self.sxx: np.ndarray | None = None
         self.sxy: np.ndarray | None = None
         self.syy: np.ndarray | None = None
+        # reused buffer for the shifted target block (see :meth:`_shifted_targets`)
+        self._work: np.ndarray | None = None
 
     # ------------------------------------------------------------------ accumulation
     @property
@@ -197,7 +203,7 @@ class GramStats:
         work = np.promote_types(X.dtype, self.dtype)
         np.subtract(X, self.shift_x.astype(work), out=xa[:, :p], dtype=work, casting="unsafe")
         xa[:, p] = 1.0
-        ys = self._shifted(Y, self.shift_y)
+        ys = self._shifted_targets(Y)
         self.n += m
         with blas_threads(2.0 * m * (p + 1) * (p + ys.shape[1])):
             # X'X by a symmetric rank-k update (half the flops of a general product);
@@ -208,21 +214,41 @@ class GramStats:
         self.sx += gram[:p, p]
         self.sxy += cross[:p]
         self.sy += cross[p]
-        self.syy += np.einsum("ij,ij->j", ys, ys, dtype=np.float64)
         return self
 
-    def _shifted(self, A: np.ndarray, shift: np.ndarray) -> np.ndarray:
-        """``A - shift`` in the product dtype: one pass, rounded once (after subtracting)."""
-        work = np.promote_types(A.dtype, self.dtype)
-        out = np.subtract(A, shift.astype(work), dtype=work)
-        return out if out.dtype == self.dtype else out.astype(self.dtype)
+    def _shifted_targets(self, Y: np.ndarray) -> np.ndarray:
+        """``Y - shift_y`` in the product dtype, adding its column sums of squares to ``syy``.
+
+        Written into a buffer kept between blocks (a fresh 256 MB array per block costs
+        page faults), a few rows at a time so that the squares are summed while the rows are
+        still in cache: one pass over the block instead of three (measured 0.17 s -> 0.06 s
+        per 7,000 x 9,520 block). Each chunk's squares are summed in the product dtype
+        (at most a few hundred terms) and the chunk sums added in float64.
+        """
+        m, t = Y.shape
+        if self._work is None or self._work.shape[0] < m or self._work.shape[1] != t:
+            self._work = np.empty((m, t), dtype=self.dtype)
+        ys = self._work[:m]
+        work = np.promote_types(Y.dtype, self.dtype)
+        shift = self.shift_y.astype(work)
+        step = max(8, _CACHE_CHUNK_BYTES // (self.dtype.itemsize * max(1, t)))
+        for start in range(0, m, step):
+            chunk = ys[start : start + step]
+            # subtract in the wider dtype, round once when storing
+            np.subtract(Y[start : start + step], shift, out=chunk, dtype=work, casting="unsafe")
+            self.syy += np.einsum("ij,ij->j", chunk, chunk)
+        return ys
+
+    def release_workspace(self) -> None:
+        """Free the block buffer (call when no more blocks will be added soon)."""
+        self._work = None
 
     def __iadd__(self, other: GramStats) -> GramStats:
         if other.n == 0:
             return self
         if self.n == 0:
             self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                                  for k, v in other.__dict__.items()})
+                                  for k, v in other.__dict__.items() if k != "_work"})
             return self
         if not (np.array_equal(self.shift_x, other.shift_x)
                 and np.array_equal(self.shift_y, other.shift_y)):
@@ -279,6 +305,34 @@ class Eigenbasis:
 
 def eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision) -> Eigenbasis:
     """Eigen-decompose ``C_xx`` once; every linear solution below reuses it."""
+    d, V, keep = _eigen_kept(gram, rcond=rcond, precision=precision)
+    with blas_threads(2.0 * V.size * gram.cxy.shape[1]):
+        Q = V.T @ gram.cxy
+    Q[~keep] = 0.0
+    return Eigenbasis(d, V, Q, keep)
+
+
+def pinv_solve(
+    gram: CenteredGram, *, rcond: float | None, precision: Precision
+) -> tuple[np.ndarray, int]:
+    """Minimum-norm least-squares coefficients ``pinv(C_xx) C_xy`` (p x T) and the rank.
+
+    Forms the p x p pseudo-inverse first, so only one p x p by p x T product is needed
+    (``coef_from_eigen(eigenbasis(...))`` needs two; at the D-GEX shapes each is ~17 GFLOP
+    in float64).
+    """
+    d, V, keep = _eigen_kept(gram, rcond=rcond, precision=precision)
+    vk = V[:, keep]
+    with blas_threads(2.0 * vk.size * V.shape[0]):
+        pinv = (vk / d[keep]) @ vk.T
+    with blas_threads(2.0 * pinv.size * gram.cxy.shape[1]):
+        return pinv @ gram.cxy, int(keep.sum())
+
+
+def _eigen_kept(
+    gram: CenteredGram, *, rcond: float | None, precision: Precision
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues (clipped at 0), eigenvectors and the mask of those above the noise floor."""
     # LAPACK's eigen-solvers are mostly level-2 BLAS: threads do not help them and on a
     # busy machine make them up to 25x slower (943 x 943: 0.3 s on 1 thread, up to 11 s
     # on 2 spinning threads); divide and conquer ("evd") was the fastest driver
@@ -292,10 +346,7 @@ def eigenbasis(gram: CenteredGram, *, rcond: float | None, precision: Precision)
         rcond = 1e-6 if precision == "float32" else 1e-12
     top = d.max() if d.size else 0.0
     keep = d > rcond * top if top > 0 else np.zeros_like(d, dtype=bool)
-    with blas_threads(2.0 * V.size * gram.cxy.shape[1]):
-        Q = V.T @ gram.cxy
-    Q[~keep] = 0.0
-    return Eigenbasis(d, V, Q, keep)
+    return d, V, keep
 
 
 def coef_from_eigen(basis: Eigenbasis, scale: np.ndarray) -> np.ndarray:
@@ -415,4 +466,5 @@ def accumulate(
         blocks = tqdm(blocks, total=total, desc="Gram matrices", unit="block")
     for i, (xb, yb) in enumerate(blocks):
         stats.update(xb, yb, where=f"block {i + 1}")
+    stats.release_workspace()
     return stats

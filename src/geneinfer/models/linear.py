@@ -27,6 +27,7 @@ from geneinfer.models._gram import (
     coef_from_eigen,
     eigenbasis,
     one_blas_thread,
+    pinv_solve,
     residual_ss_perp,
     validation_sse,
 )
@@ -77,10 +78,8 @@ class LinearRegression(GramLinearModel):
         self.block_rows = block_rows
 
     def _solve(self, gram: CenteredGram) -> np.ndarray:
-        basis = eigenbasis(gram, rcond=self.rcond, precision=self.precision)
-        self.rank_ = int(basis.keep.sum())
-        safe = np.where(basis.keep, basis.d, 1.0)
-        return coef_from_eigen(basis, 1.0 / safe)
+        coef, self.rank_ = pinv_solve(gram, rcond=self.rcond, precision=self.precision)
+        return coef
 
 
 class Ridge(GramLinearModel):

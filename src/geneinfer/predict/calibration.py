@@ -1,0 +1,171 @@
+"""Calibration of a trained model for a new study or platform.
+
+Across studies and platforms most of the inference error is a fixed per-gene offset. Two
+remedies are offered around any :class:`~geneinfer.models.bundle.InferenceModel`:
+
+* **Per-study centering of landmarks** (within-study analysis): the input file is taken as
+  one study; its mean landmark profile is moved onto the training mean before prediction, so
+  the model sees the study's samples relative to their own average, on the training footing.
+  Predicted values are then meaningful relative to each other (differences between samples of
+  the study), not as absolute levels.
+* **Per-gene offset/scale** learned from a few samples of the new platform that have full
+  profiles (landmarks and targets measured), with empirical-Bayes shrinkage toward no change
+  (:class:`~geneinfer.preprocess.calibrate.OffsetScaleCalibrator`). Outputs are then on the new
+  platform's scale.
+
+Both wrap the model in a :class:`CalibratedModel`, which streaming prediction treats like any
+model (it has ``predict_log2`` and the gene ids), also in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from geneinfer.data import ExpressionData
+from geneinfer.errors import GeneinferError
+from geneinfer.preprocess.calibrate import OffsetScaleCalibrator
+
+logger = logging.getLogger(__name__)
+
+_DELEGATED = (
+    "landmark_ids",
+    "target_ids",
+    "landmark_symbols",
+    "target_symbols",
+    "gene_metrics",
+    "landmark_means",
+    "gene_id_kind",
+)
+
+
+class CalibratedModel:
+    """A model with a landmark shift before and/or a per-gene correction after prediction.
+
+    Parameters
+    ----------
+    model
+        An :class:`~geneinfer.models.bundle.InferenceModel` (or anything with
+        ``predict_log2`` and the gene-id attributes).
+    landmark_shift
+        ``(n_landmarks,)`` log2 shift added to every input profile (see
+        :func:`centering_shift`).
+    calibrator
+        A fitted :class:`OffsetScaleCalibrator` over all of the model's targets.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        landmark_shift: np.ndarray | None = None,
+        calibrator: OffsetScaleCalibrator | None = None,
+    ) -> None:
+        self.model = model
+        self.landmark_shift = (
+            None if landmark_shift is None else np.asarray(landmark_shift, dtype=np.float32)
+        )
+        self.calibrator = calibrator
+        for name in _DELEGATED:
+            setattr(self, name, getattr(model, name, None))
+
+    def predict_log2(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if self.landmark_shift is not None:
+            X = X + self.landmark_shift[None, :]
+        Y = self.model.predict_log2(X)
+        if self.calibrator is not None:
+            Y = self.calibrator.transform(Y)
+        return np.asarray(Y, dtype=np.float32)
+
+
+def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionData, *,
+                    block_size: int = 10000) -> np.ndarray:
+    """Training landmark means minus the input's landmark means (log2), per landmark.
+
+    The input is read in blocks (flat memory); landmarks absent from the input, or with no
+    observed value, get a shift of 0.
+    """
+    from geneinfer.predict.inputs import open_source
+    from geneinfer.predict.streaming import as_predictor, map_landmarks
+
+    means = getattr(model, "landmark_means", None)
+    if means is None:
+        raise GeneinferError(
+            "this model has no training landmark means; retrain it with this geneinfer "
+            "version to use --center-landmarks"
+        )
+    pred = as_predictor(model)
+    with open_source(input_path) as source:
+        lmap = map_landmarks(source, pred)
+        n_land = len(pred.landmark_ids)
+        total = np.zeros(n_land)
+        count = np.zeros(n_land)
+        for start in range(0, source.n_samples, block_size):
+            stop = min(start + block_size, source.n_samples)
+            block = source.read(start, stop, lmap.read_cols).astype(np.float64)
+            X = np.full((stop - start, n_land), np.nan)
+            X[:, lmap.dst] = block[:, lmap.src]
+            for li, cols in lmap.multi:
+                X[:, li] = np.nanmean(block[:, cols], axis=1)
+            total += np.nansum(X, axis=0)
+            count += np.sum(np.isfinite(X), axis=0)
+    observed = count > 0
+    shift = np.zeros(n_land, dtype=np.float32)
+    shift[observed] = np.asarray(means, dtype=np.float64)[observed] - total[observed] / count[
+        observed]
+    logger.info("centering: median |shift| %.3f log2 over %d landmarks",
+                float(np.median(np.abs(shift[observed]))) if observed.any() else 0.0,
+                int(observed.sum()))
+    return shift
+
+
+def fit_offset_calibrator(
+    model: Any,
+    profiles: ExpressionData,
+    *,
+    scale: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    landmark_shift: np.ndarray | None = None,
+) -> tuple[OffsetScaleCalibrator, int]:
+    """Learn a per-gene offset (and slope with ``scale``) from full profiles of a new platform.
+
+    ``profiles`` hold landmarks and targets measured on the new platform (any scale geneinfer
+    reads: log2, linear, RNA-seq counts -> log2 CPM; probes or Ensembl ids are mapped like in
+    ``InferenceModel.predict``). Targets not measured there keep no correction.
+
+    Returns the calibrator over all model targets and the number of targets it could learn.
+    """
+    from geneinfer.models.bundle import _on_log2, _to_genes
+
+    genes = _on_log2(_to_genes(profiles, getattr(model, "gene_id_kind", "entrez"), data_dir))
+    X = model.landmark_matrix(genes, missing_landmarks="impute")
+    if landmark_shift is not None:
+        X = X + landmark_shift[None, :]
+    pred = np.asarray(model.predict_log2(X), dtype=np.float64)
+    keys = pd.Index([str(t) for t in model.target_ids])
+    pos = genes.gene_ids.get_indexer(keys)
+    present = pos >= 0
+    if not present.any():
+        raise GeneinferError(
+            f"calibration profiles{' in ' + genes.source if genes.source else ''} measure none "
+            f"of the model's {len(keys)} target genes (expected full profiles with the same "
+            "gene ids)"
+        )
+    truth = genes.values[:, pos[present]].astype(np.float64)
+    part = OffsetScaleCalibrator(scale=scale).fit(pred[:, present], truth)
+    full = OffsetScaleCalibrator(scale=scale)
+    full.n_features_in_ = len(keys)
+    full.n_samples_ = part.n_samples_
+    full.tau2_offset_, full.tau2_scale_ = part.tau2_offset_, part.tau2_scale_
+    full.offset_ = np.zeros(len(keys))
+    full.scale_ = np.ones(len(keys))
+    full.center_ = np.zeros(len(keys))
+    full.offset_[present] = part.offset_
+    full.scale_[present] = part.scale_
+    full.center_[present] = part.center_
+    return full, int(present.sum())
