@@ -297,3 +297,21 @@ def test_split_statistics_add_up_to_full_statistics(real):
         mom = val.moments_about(t.mean_x, t.mean_y)
     resid = Y[mask] - t.mean_y
     np.testing.assert_allclose(mom.syy, (resid**2).sum(0), rtol=1e-9)
+
+
+def test_float32_sums_reuse_one_buffer_across_uneven_blocks(real):
+    """The reused shifted-target buffer and the chunked float32 squares stay accurate."""
+    X, Y = real
+    Y = np.vstack([Y] * 40)  # 2,280 rows: many 64-row chunks per block
+    X = np.vstack([X] * 40) + np.random.default_rng(2).normal(0, 0.1, (len(Y), X.shape[1]))
+    ref = GramStats(precision="float64").update(X, Y).centered()
+    stats = GramStats(precision="float32")
+    for start, stop in ((0, 900), (900, 1300), (1300, 2280)):  # grows, shrinks, grows
+        stats.update(X[start:stop].astype(np.float32), Y[start:stop].astype(np.float32))
+    got = stats.centered()
+    np.testing.assert_allclose(got.cyy, ref.cyy, rtol=2e-5)
+    scale = np.sqrt(np.outer(np.diag(ref.cxx), ref.cyy))
+    assert np.abs(got.cxy - ref.cxy).max() < 2e-5 * scale.max()
+    # a fitted model keeps no block-sized buffer
+    model = LinearRegression().fit(X, Y)
+    assert model._stats._work is None
