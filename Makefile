@@ -23,8 +23,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
+# quick versions of the benchmarks (full sizes: run each script without --small)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	for b in io linear neural predict; do $(BIN)/python benchmarks/bench_$$b.py --small || exit 1; done
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
