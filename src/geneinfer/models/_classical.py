@@ -160,7 +160,10 @@ class GramLinearModel(ClassicalModel):
         return self
 
     def _finish(self, gram: CenteredGram) -> None:
-        coef = self._solve(gram)  # (p, T)
+        self._set_coefficients(gram, self._solve(gram))
+
+    def _set_coefficients(self, gram: CenteredGram, coef: np.ndarray) -> None:
+        """Fitted attributes from coefficients ``coef`` (p, T) on the centred problem."""
         self.coef_ = np.ascontiguousarray(coef.T, dtype=np.float32)
         self.mean_x_ = gram.mean_x.astype(np.float64)
         self.mean_y_ = gram.mean_y.astype(np.float64)

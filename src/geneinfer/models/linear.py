@@ -342,15 +342,8 @@ class Lasso(GramLinearModel):
         self.alphas_ = grid
         self.validation_mse_ = mse.astype(np.float32)
         self._stats = full
-        self._finish_with(full_gram, chosen)
+        self._set_coefficients(full_gram, chosen)
         return self
-
-    def _finish_with(self, gram: CenteredGram, coef: np.ndarray) -> None:
-        self.coef_ = np.ascontiguousarray(coef.T, dtype=np.float32)
-        self.mean_x_ = gram.mean_x.astype(np.float64)
-        self.mean_y_ = gram.mean_y.astype(np.float64)
-        self.intercept_ = gram.mean_y - gram.mean_x @ coef
-        self.n_samples_seen_ = int(gram.n)
 
     def _grid(self, gram: CenteredGram) -> np.ndarray:
         t = gram.cxy.shape[1]
