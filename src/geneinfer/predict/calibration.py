@@ -107,11 +107,7 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
         count = np.zeros(n_land)
         for start in range(0, source.n_samples, block_size):
             stop = min(start + block_size, source.n_samples)
-            block = source.read(start, stop, lmap.read_cols).astype(np.float64)
-            X = np.full((stop - start, n_land), np.nan)
-            X[:, lmap.dst] = block[:, lmap.src]
-            for li, cols in lmap.multi:
-                X[:, li] = np.nanmean(block[:, cols], axis=1)
+            X = lmap.assemble(source.read(start, stop, lmap.read_cols)).astype(np.float64)
             total += np.nansum(X, axis=0)
             count += np.sum(np.isfinite(X), axis=0)
     observed = count > 0

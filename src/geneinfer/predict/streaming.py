@@ -175,6 +175,15 @@ class LandmarkMap:
     absent: np.ndarray  # bool per landmark: not in the input
     key: str  # which input id/metadata column matched
 
+    def assemble(self, raw: np.ndarray) -> np.ndarray:
+        """Landmark matrix (NaN where absent or missing) from a block of ``read_cols``."""
+        X = np.full((raw.shape[0], len(self.absent)), np.nan, dtype=np.float32)
+        X[:, self.dst] = raw[:, self.src]
+        for li, cols in self.multi:
+            with np.errstate(invalid="ignore"), _quiet_nanmean():
+                X[:, li] = np.nanmean(raw[:, cols], axis=1)
+        return X
+
 
 def _candidate_keys(source: BlockSource, pred: Predictor) -> list[tuple[str, np.ndarray, list]]:
     meta = source.gene_meta
@@ -261,11 +270,7 @@ class Plan:
                 self.source.path, f"block of samples {start}..{stop} has shape {raw.shape}",
                 expected=f"({stop - start}, {len(self.lmap.read_cols)})",
             )
-        X = np.full((stop - start, len(self.pred.landmark_ids)), np.nan, dtype=np.float32)
-        X[:, self.lmap.dst] = raw[:, self.lmap.src]
-        for li, cols in self.lmap.multi:
-            with np.errstate(invalid="ignore"), _quiet_nanmean():
-                X[:, li] = np.nanmean(raw[:, cols], axis=1)
+        X = self.lmap.assemble(raw)
         bad = np.isnan(X)
         bad[:, self.lmap.absent] = False  # absent landmarks were accepted (impute) up front
         if bad.any():
