@@ -102,6 +102,40 @@ def test_blocks_with_missing_values_name_the_block(real):
         LinearRegression().fit_blocks([(X[:10], Y[:10]), (X[10:20, :5], Y[10:20])])
 
 
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_caught_by_the_products_and_leave_the_sums_intact(real, bad):
+    X, Y = real
+    stats = GramStats().update(X[:20], Y[:20])
+    before = {k: getattr(stats, k).copy() for k in ("sx", "sy", "sxx", "sxy", "syy")}
+    Xb = X[20:40].copy()
+    Xb[3, 7] = bad
+    with pytest.raises(ValueError, match=r"rows 21-40: 1 missing or infinite landmark"):
+        stats.update(Xb, Y[20:40], where="rows 21-40")
+    assert stats.n == 20
+    for key, value in before.items():
+        np.testing.assert_array_equal(getattr(stats, key), value)
+    # the in-memory fit (no separate scan) names the rows; sklearn-style ValueError
+    Xa = X.copy()
+    Xa[45, 0] = bad
+    with pytest.raises(GeneinferError, match=r"rows 41-57: 1 missing or infinite landmark"):
+        LinearRegression(block_rows=20).fit(Xa, Y)
+    Ya = Y.copy()
+    Ya[2, 3] = bad
+    with pytest.raises(ValueError, match="missing or infinite target"):
+        Ridge().fit(X, Ya)
+
+
+def test_finite_values_whose_squares_overflow_float32_are_refused(real):
+    X, Y = real
+    Y = Y.copy()
+    Y[0, 0] = 1e30
+    with pytest.raises(GeneinferError, match="too large"):
+        LinearRegression().fit(X, Y)
+    m = LinearRegression(precision="float64").fit(X, Y)  # float64 squares do not overflow
+    assert np.isfinite(m.coef_).all()
+
+
 OUT_OF_CORE = textwrap.dedent(
     """
     import resource, sys

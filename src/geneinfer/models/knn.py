@@ -106,7 +106,7 @@ class KNNGE(GramLinearModel):
         self.__dict__.pop("validation_mse_", None)
         if self.k != "auto":
             return super().fit(X, Y)
-        X, Y = self._validate_fit(X, Y)
+        X, Y = self._validate_fit(X, Y, gram_checks_finite=True)
         grid = sorted({int(k) for k in self.k_grid if int(k) >= 1})
         if not grid:
             raise ConfigError(f"KNNGE: k_grid has no positive values: {self.k_grid!r}")

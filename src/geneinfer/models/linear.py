@@ -306,7 +306,7 @@ class Lasso(GramLinearModel):
         """Fit every target; choose alpha on a held-out split unless ``alpha`` is set."""
         if self.alpha is not None:
             return super().fit(X, Y)
-        X, Y = self._validate_fit(X, Y)
+        X, Y = self._validate_fit(X, Y, gram_checks_finite=True)
         mask = validation_mask(X.shape[0], self.validation_fraction, self.random_state)
         train, val = split_stats(X, Y, mask, precision=self.precision,
                                  block_rows=self.block_rows)
