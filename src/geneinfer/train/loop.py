@@ -37,6 +37,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from geneinfer._fileutil import atomic_path
+from geneinfer._malloc import reuse_freed_memory
 from geneinfer.errors import ConfigError
 from geneinfer.train import distributed as D
 
@@ -268,6 +269,8 @@ class Trainer:
         device = resolve_device(cfg.device, info)
         info = D.setup(device)
         precision = resolve_precision(cfg.precision, device)
+        if device.type == "cpu":
+            reuse_freed_memory()  # per-step gradients and activations without page faults
         module.to(device)
         n_train = len(train)
         per_rank = self._per_rank_batch(n_train, info)
@@ -420,10 +423,15 @@ class Trainer:
     # ---- schedule / optimizer -------------------------------------------------------
     def _optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
         cfg = self.config
+        # fused: one pass over each parameter per step instead of several (AdamW on a
+        # 28.6M-parameter layer, 2 CPU cores: 17 ms vs 59-143 ms per step)
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+                    for p in module.parameters())
         if cfg.recipe == "paper":
             return torch.optim.SGD(module.parameters(), lr=cfg.lr_, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay_)
-        return torch.optim.AdamW(module.parameters(), lr=cfg.lr_, weight_decay=cfg.weight_decay_)
+                                   weight_decay=cfg.weight_decay_, fused=fused)
+        return torch.optim.AdamW(module.parameters(), lr=cfg.lr_, weight_decay=cfg.weight_decay_,
+                                 fused=fused)
 
     def _lr(self, state: _State, steps_per_epoch: int, total_steps: int) -> float:
         cfg = self.config
