@@ -163,16 +163,22 @@ def run_child(args: dict) -> dict:
     return result
 
 
-def compute_rate(kind: str, batch: int = 2048, reps: int = 4) -> tuple[float, float]:
-    """(profiles/s, GFLOP/s) of the model on in-memory batches (compute limit)."""
+def compute_rate(kind: str, batch: int = 2048, reps: int = 8) -> tuple[float, float]:
+    """(profiles/s, GFLOP/s) of the model on in-memory batches (compute limit).
+
+    The best of three rounds: a roofline is the rate the hardware can reach, and single
+    rounds on a shared 2-core machine varied by up to 40%.
+    """
     fn = make_predictor(kind).predict_fn
     X = (8 + np.random.default_rng(1).standard_normal((batch, N_LANDMARKS))).astype(np.float32)
     fn(X)  # warm-up (weights, thread pools)
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn(X)
-    dt = (time.perf_counter() - t) / reps
-    return batch / dt, fn.flops(batch) / dt / 1e9
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn(X)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return batch / best, fn.flops(batch) / best / 1e9
 
 
 def disk_rate(folder: Path, n_bytes: int) -> float:

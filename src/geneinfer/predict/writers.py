@@ -11,7 +11,11 @@ offset (``os.pwrite``). This design was chosen because
   the one final file at the same time, with no merge copy of ~18 GB and no virtual dataset
   whose source files must travel with it: any HDF5 reader (h5py, cmapPy, anndata) sees an
   ordinary dataset;
-* writing is a plain sequential write, so it runs at disk speed.
+* writing is a plain sequential write, so it runs at disk speed. The matrix's bytes are
+  reserved with ``fallocate`` when the file is created, so a run whose output cannot fit
+  stops at once instead of hours later. Each written piece is pushed to disk right away and
+  then dropped from the page cache (write-behind, :meth:`RowWriter.write_rows`), which keeps
+  the kernel's dirty-page work from taking CPU time away from the predictions.
 
 The file is created as ``OUT.partial`` with the attribute ``geneinfer_complete = 0`` and is
 renamed to ``OUT`` only after every block is written. Which blocks are finished is recorded in
@@ -24,7 +28,9 @@ Small outputs (GCT, TSV, CSV) are held in memory and written with :func:`geneinf
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -178,8 +184,8 @@ def create_matrix_file(
     path = Path(path)
     n_samples, n_genes = len(sample_ids), len(gene_table)
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    # allocated now and never filled: the structure is final before any row is written, and
-    # creating a 18 GB dataset costs nothing on disk until rows land (a sparse file)
+    # allocated now and never filled: the structure is final before any row is written;
+    # the bytes are reserved below (fallocate), not written
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     try:
@@ -198,10 +204,68 @@ def create_matrix_file(
             if fmt == "h5ad":
                 dset.attrs["encoding-type"] = "array"
                 dset.attrs["encoding-version"] = "0.2.0"
+            offset = dset.id.get_offset()
+        if offset is not None:
+            reserve_space(path, offset, n_samples * n_genes * 4)
     except (OSError, RuntimeError, ValueError) as exc:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         raise GeneinferError(f"{path}: cannot create output file ({_os_reason(exc)})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _fallocate() -> Callable | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def reserve_space(path: str | os.PathLike[str], offset: int, length: int) -> bool:
+    """Allocate ``length`` bytes of ``path`` from ``offset`` on disk without writing them.
+
+    Returns False where the system or file system cannot (nothing is reserved then, and
+    writing works as before); raises ``OSError`` (e.g. ``ENOSPC``) when the disk is too full.
+    """
+    fallocate = _fallocate()
+    if fallocate is None or length <= 0:
+        return False
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if fallocate(fd, 0, offset, length) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return False
+            raise OSError(err, f"reserving {length / 1e9:.2f} GB for the matrix: "
+                               f"{os.strerror(err)}")
+        return True
+    finally:
+        os.close(fd)
+
+
+#: sync_file_range flags (<fcntl.h>): start writeback; wait before + write + wait after
+_SYNC_WRITE = 2
+_SYNC_WAIT_ALL = 1 | 2 | 4
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_file_range() -> Callable | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _check(result: int) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def matrix_name(fmt: str) -> str:
@@ -262,6 +326,8 @@ class RowWriter:
         self.offset = int(offset)
         self.n_rows, self.n_cols = int(shape[0]), int(shape[1])
         self._fd = os.open(self.path, os.O_WRONLY)
+        # byte range of the previous write, still on its way to the disk (write-behind)
+        self._in_flight: tuple[int, int] | None = None
 
     def write_rows(self, start: int, rows: np.ndarray) -> None:
         """Write ``rows`` (``(k, n_genes)``) as matrix rows ``start .. start + k``."""
@@ -269,24 +335,52 @@ class RowWriter:
         if rows.ndim != 2 or rows.shape[1] != self.n_cols or start + len(rows) > self.n_rows:
             raise ValueError(f"rows of shape {rows.shape} do not fit at row {start}")
         view = memoryview(rows).cast("B")
-        pos = self.offset + start * self.n_cols * 4
+        pos = first = self.offset + start * self.n_cols * 4
         try:
             while len(view):
                 n = os.pwrite(self._fd, view, pos)
                 view, pos = view[n:], pos + n
+            self._write_behind(first, pos - first)
         except OSError as exc:
             raise GeneinferError(
                 f"{self.path}: writing rows {start}..{start + len(rows)} failed "
                 f"({_os_reason(exc)}); the output is left unfinished, rerun to resume"
             ) from None
 
+    def _write_behind(self, pos: int, length: int) -> None:
+        """Start writing this range to disk now; wait for the previous one, drop it from cache.
+
+        Without this, gigabytes of dirty pages pile up in the page cache and the kernel
+        spends the CPU time that the predictions need on managing them: writing 4.4 GB in
+        2048-row pieces took 13-14 s of system time in a fresh process (2 cores, ext4)
+        against 1.4-2.2 s this way. The cache then holds about two pieces of the output.
+        """
+        sync_range = _sync_file_range()
+        if sync_range is None:
+            return
+        _check(sync_range(self._fd, pos, length, _SYNC_WRITE))
+        if self._in_flight is not None:
+            self._settle(*self._in_flight)
+        self._in_flight = (pos, length)
+
+    def _settle(self, pos: int, length: int) -> None:
+        """Wait until ``pos .. pos + length`` is on disk, then let the cache forget it."""
+        _check(_sync_file_range()(self._fd, pos, length, _SYNC_WAIT_ALL))
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, pos, length, os.POSIX_FADV_DONTNEED)
+
     def sync(self) -> None:
         os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                if self._in_flight is not None:
+                    with contextlib.suppress(OSError):  # fsync/close report real errors
+                        self._settle(*self._in_flight)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> RowWriter:
         return self
