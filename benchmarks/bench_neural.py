@@ -63,6 +63,18 @@ def matmul_rate(dtype: torch.dtype, m: int = 200, k: int = 3000, n: int = N_TG) 
     return 2 * m * k * n * reps / (time.perf_counter() - t0)
 
 
+def numpy_matmul_rate(m: int = 200, k: int = 3000, n: int = N_TG) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 2.0:
+        np.matmul(a, b, out=out)
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - t0)
+
+
 def train_flops_per_sample(hidden: tuple[int, ...]) -> float:
     widths = [N_LM, *hidden, N_TG]
     macs = sum(a * b for a, b in itertools.pairwise(widths))
@@ -82,13 +94,14 @@ def bench_torch_train(hidden, X, Y, Xv, Yv, *, recipe: str, precision: str) -> d
     return {"samples_per_s": seen / epoch["seconds"], "val_mse": val, "seen": seen}
 
 
-def bench_sklearn_train(hidden, X, Y, Xv, Yv, *, solver: str) -> dict:
+def bench_sklearn_train(hidden, X, Y, Xv, Yv, *, solver: str, lr_scale: float = 2.0) -> dict:
     from sklearn.neural_network import MLPRegressor
 
     if solver == "sgd":
         # sklearn's loss is mean(error^2)/2 over all outputs; the D-GEX recipe's (and the torch
         # paper recipe's) sums over outputs: the same SGD steps need lr x 2 * n_outputs
-        opts = {"learning_rate_init": 5e-4 * 2 * Y.shape[1], "momentum": 0.5,
+        # (lr_scale=2); smaller scales are tried when that diverges from sklearn's init
+        opts = {"learning_rate_init": 5e-4 * lr_scale * Y.shape[1], "momentum": 0.5,
                 "nesterovs_momentum": False}
     else:
         opts = {"learning_rate_init": 1e-3}
@@ -105,35 +118,81 @@ def bench_sklearn_train(hidden, X, Y, Xv, Yv, *, solver: str) -> dict:
             return {"samples_per_s": seen / (time.perf_counter() - t0), "val_mse": float("nan"),
                     "seen": seen}
         seconds = time.perf_counter() - t0
-    val = float(np.mean((model.predict(Xv) - Yv) ** 2))
-    return {"samples_per_s": seen / seconds, "val_mse": val, "seen": seen}
+    pred = model.predict(Xv)
+    val = float(np.mean((pred - Yv) ** 2)) if np.isfinite(pred).all() else float("nan")
+    return {"samples_per_s": seen / seconds, "val_mse": val, "seen": seen,
+            "dtype": str(model.coefs_[0].dtype)}
+
+
+def train_worker(spec: dict) -> None:
+    """One training measurement in a fresh process (its allocator state is its own)."""
+    torch.set_num_threads(2)
+    hidden = tuple(spec["hidden"])
+    X, Y = make_data(spec["steps"] * 200)
+    Xv, Yv = make_data(1000, seed=1)
+    if spec.get("malloc"):
+        from geneinfer._malloc import reuse_freed_memory
+
+        reuse_freed_memory()
+    if spec["kind"] == "torch":
+        res = bench_torch_train(hidden, X, Y, Xv, Yv, recipe=spec["recipe"], precision="fp32")
+    else:
+        res = bench_sklearn_train(hidden, X, Y, Xv, Yv, solver=spec["solver"],
+                                  lr_scale=spec.get("lr_scale", 2.0))
+    res["mean_val_mse"] = float(np.mean((Yv - Y.mean(0)) ** 2))
+    print("TRAINRESULT " + json.dumps(res), flush=True)
+
+
+def run_train_worker(spec: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "GENEINFER_MALLOC_TUNING"}
+    if spec["kind"] == "sklearn":  # sklearn as users get it, unless the spec says otherwise
+        env["GENEINFER_MALLOC_TUNING"] = "1" if spec.get("malloc") else "0"
+    res = subprocess.run([sys.executable, __file__, "--train-worker", json.dumps(spec)],
+                         capture_output=True, text=True, check=True, env=env)
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("TRAINRESULT "))
+    return json.loads(line.split(" ", 1)[1])
 
 
 def section_train(args, rates) -> None:
-    print("\n== 2. training throughput, D-GEX shapes 943 -> 9,520 (2 threads) ==")
+    print("\n== 2. training throughput, D-GEX shapes 943 -> 9,520 (2 threads, each run in a "
+          "fresh process) ==")
     configs = [((3000,), args.steps_small), ((9000, 9000, 9000), args.steps_big)]
     for hidden, steps in configs:
-        n = steps * 200
-        X, Y = make_data(n)
-        Xv, Yv = make_data(1000, seed=1)
         flops = train_flops_per_sample(hidden)
         tag = "x".join(str(h) for h in hidden)
-        res = {"torch paper fp32": bench_torch_train(hidden, X, Y, Xv, Yv, recipe="paper",
-                                                     precision="fp32"),
-               "torch modern fp32": bench_torch_train(hidden, X, Y, Xv, Yv, recipe="modern",
-                                                      precision="fp32")}
+        base = {"hidden": list(hidden), "steps": steps}
+        res = {"torch paper (SGD)": run_train_worker({**base, "kind": "torch",
+                                                      "recipe": "paper"}),
+               "torch modern (AdamW)": run_train_worker({**base, "kind": "torch",
+                                                         "recipe": "modern"})}
         if len(hidden) == 1 or args.sklearn_big:
-            res["sklearn sgd (paper)"] = bench_sklearn_train(hidden, X, Y, Xv, Yv, solver="sgd")
-            res["sklearn adam"] = bench_sklearn_train(hidden, X, Y, Xv, Yv, solver="adam")
-        base = res.get("sklearn sgd (paper)")
-        print(f"(predicting the training mean: val MSE {np.mean((Yv - Y.mean(0)) ** 2):.4f})")
+            for scale in (2.0, 1.0, 0.5, 0.25):  # the paper's lr first, then smaller
+                sgd = run_train_worker({**base, "kind": "sklearn", "solver": "sgd",
+                                        "lr_scale": scale})
+                if np.isfinite(sgd["val_mse"]):
+                    break
+                print(f"  sklearn sgd diverged at lr x{scale:g} x n_outputs; trying smaller")
+            res[f"sklearn sgd (lr x{scale:g}T)"] = sgd
+            res["sklearn adam"] = run_train_worker({**base, "kind": "sklearn", "solver": "adam"})
+            res["sklearn adam + allocator"] = run_train_worker(
+                {**base, "kind": "sklearn", "solver": "adam", "malloc": True})
+            res["sklearn sgd + allocator"] = run_train_worker(
+                {**base, "kind": "sklearn", "solver": "sgd", "lr_scale": scale, "malloc": True})
+        mean_mse = next(iter(res.values()))["mean_val_mse"]
+        print(f"(predicting the training mean: val MSE {mean_mse:.4f}; sklearn runs in "
+              f"{next((r['dtype'] for r in res.values() if 'dtype' in r), '-')})")
+        pairs = {"torch paper (SGD)": next((k for k in res if k.startswith("sklearn sgd (")),
+                                           None),
+                 "torch modern (AdamW)": "sklearn adam" if "sklearn adam" in res else None}
         for name, r in res.items():
             util = r["samples_per_s"] * flops / rates["fp32"]
             ratio = ""
-            if base:
-                ratio = f"  x{r['samples_per_s'] / base['samples_per_s']:.2f} vs sklearn"
-            print(f"DGEX {tag:>14} {name:<22} {r['samples_per_s']:8.1f} samples/s  "
-                  f"FLOP util {100 * util:5.1f}% of fp32 matmul  "
+            if pairs.get(name):
+                ref = res[pairs[name]]
+                ratio = (f"  x{r['samples_per_s'] / ref['samples_per_s']:.2f} vs {pairs[name]}"
+                         f" (val MSE {ref['val_mse']:.4f})")
+            print(f"DGEX {tag:>14} {name:<26} {r['samples_per_s']:8.1f} samples/s  "
+                  f"FLOP util {100 * util:5.1f}% of torch fp32 matmul  "
                   f"val MSE after {r['seen']} samples {r['val_mse']:.4f}{ratio}")
 
 
@@ -305,7 +364,11 @@ def main() -> None:
     ap.add_argument("--ddp-worker", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ddp-steps", type=int, default=30, help=argparse.SUPPRESS)
     ap.add_argument("--mem-worker", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--train-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.train_worker:
+        train_worker(json.loads(args.train_worker))
+        return
     if args.mem_worker:
         mem_worker(args.mem_worker)
         return
@@ -327,10 +390,12 @@ def main() -> None:
         from geneinfer.train.loop import resolve_precision
 
         # bf16 can be ~50x slower on CPUs without native bf16: measure it on a 10x smaller n
-        rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16, n=952)}
-        print(f"fp32 {rates['fp32'] / 1e9:.1f} GFLOP/s; bf16 {rates['bf16'] / 1e9:.1f} GFLOP/s "
-              f"(x{rates['bf16'] / rates['fp32']:.2f}); precision='auto' uses "
-              f"{resolve_precision('auto', torch.device('cpu'))} on this CPU")
+        rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16, n=952),
+                 "numpy": numpy_matmul_rate()}
+        print(f"torch fp32 {rates['fp32'] / 1e9:.1f} GFLOP/s; bf16 {rates['bf16'] / 1e9:.1f} "
+              f"GFLOP/s (x{rates['bf16'] / rates['fp32']:.2f}); precision='auto' uses "
+              f"{resolve_precision('auto', torch.device('cpu'))} on this CPU; numpy float32 "
+              f"(scikit-learn's BLAS) {rates['numpy'] / 1e9:.1f} GFLOP/s")
     if 2 in sections:
         section_train(args, rates)
     if 3 in sections:
