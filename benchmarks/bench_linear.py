@@ -113,7 +113,8 @@ def worker(task: str, folder: Path, cfg: dict) -> dict:
             "ridge": Ridge(),
             "ridge_per_gene": Ridge(alpha_per_gene=True),
         }[task]
-        _, res["seconds"] = _timed(lambda: model.fit(X, Y))
+        # best of two fits, as the matmul rate is the best of two products
+        res["seconds"] = min(_timed(lambda: model.fit(X, Y))[1] for _ in range(2))
         res["profiles_per_s"] = _throughput(model, X)
         if task.startswith("ridge"):
             res["alpha"] = float(np.median(model.alpha_))

@@ -55,12 +55,17 @@ def test_ols_matches_sklearn_overdetermined(real):
         np.testing.assert_allclose(m.coef_, ref.coef_, atol=tol * scale, err_msg=precision)
 
 
-def test_float32_gram_is_accurate_on_uncentred_log2_data(real):
-    """The shifted float32 products keep raw log2 values (~10) from losing digits."""
+@pytest.mark.parametrize("target_dtype", [np.float64, np.float32])
+def test_float32_gram_is_accurate_on_uncentred_log2_data(real, target_dtype):
+    """The shifted float32 products keep raw log2 values (~10) from losing digits.
+
+    float64 targets are converted into a shifted float32 copy; float32 targets are read
+    as they are and shifted through the rank-one correction of the sums.
+    """
     X, Y = real
     X = X[:, :40] + 5.0  # make cancellation worse than real data
     ref = LinearRegression(precision="float64").fit(X, Y)
-    fast = LinearRegression(precision="float32").fit(X, Y)
+    fast = LinearRegression(precision="float32").fit(X, Y.astype(target_dtype))
     Xn = _new_profiles(X)
     err = np.abs(fast.predict(Xn) - ref.predict(Xn)).max()
     assert err < 2e-3 * Y.std()
@@ -333,19 +338,21 @@ def test_split_statistics_add_up_to_full_statistics(real):
     np.testing.assert_allclose(mom.syy, (resid**2).sum(0), rtol=1e-9)
 
 
-def test_float32_sums_reuse_one_buffer_across_uneven_blocks(real):
-    """The reused shifted-target buffer and the chunked float32 squares stay accurate."""
+@pytest.mark.parametrize("target_dtype", [np.float32, np.float64])
+def test_float32_sums_reuse_buffers_across_uneven_blocks(real, target_dtype):
+    """Reused block buffers and the chunked float32 squares stay accurate."""
     X, Y = real
     Y = np.vstack([Y] * 40)  # 2,280 rows: many 64-row chunks per block
     X = np.vstack([X] * 40) + np.random.default_rng(2).normal(0, 0.1, (len(Y), X.shape[1]))
     ref = GramStats(precision="float64").update(X, Y).centered()
     stats = GramStats(precision="float32")
     for start, stop in ((0, 900), (900, 1300), (1300, 2280)):  # grows, shrinks, grows
-        stats.update(X[start:stop].astype(np.float32), Y[start:stop].astype(np.float32))
+        stats.update(X[start:stop].astype(np.float32), Y[start:stop].astype(target_dtype))
     got = stats.centered()
     np.testing.assert_allclose(got.cyy, ref.cyy, rtol=2e-5)
+    np.testing.assert_allclose(got.mean_y, ref.mean_y, rtol=1e-6)
     scale = np.sqrt(np.outer(np.diag(ref.cxx), ref.cyy))
     assert np.abs(got.cxy - ref.cxy).max() < 2e-5 * scale.max()
     # a fitted model keeps no block-sized buffer
-    model = LinearRegression().fit(X, Y)
-    assert model._stats._work is None
+    model = LinearRegression().fit(X, Y.astype(target_dtype))
+    assert model._stats._buffers == {}

@@ -9,14 +9,20 @@ the data never has to be in memory at once (``partial_fit`` / ``fit_blocks``).
 Precision versus speed
 ----------------------
 The cost is the ``X'Y`` product (``2 n p T`` flops). In float32 BLAS it runs about twice as
-fast as in float64, but raw log2 expression (values ~10, spread ~1) loses about one decimal
-digit to cancellation when sums of products are formed around zero. So each block is
-*shifted* by a fixed per-gene reference (the means of the first block) before the float32
-product, and the per-block products are summed in float64; the exact centring is applied
-at the end with the rank-one correction of the shifted-data algorithm. With blocks of a
-few thousand rows the float32 rounding error of each block is that of a few thousand
-well-centred terms. ``precision="float64"`` does every product in float64 instead (about
-2x slower); ``benchmarks/bench_linear.py`` measures both.
+fast as in float64, but raw log2 expression (values ~10, spread ~1) loses digits to
+cancellation when sums of products are formed around zero. So the landmarks of each block
+are *shifted* by a fixed per-gene reference (the means of the first block) before the
+float32 product, the per-block products are summed in float64, and the exact centring is
+applied at the end with the rank-one correction of the shifted-data algorithm.
+
+The targets are shifted the same way in exact arithmetic, but not in memory: when they are
+already in the product dtype, ``X_s'Y`` is formed from the caller's block as it is and
+``X_s'(Y - s_y) = X_s'Y - (X_s'1) s_y'`` is applied to the float64 sums. A shifted copy of
+a D-GEX-sized block (640 MB) costs more than the product saves on a machine where fresh
+memory is slow to fault in (measured: 3.7 s of a 16.9 s fit). Against a float64 fit the
+predictions differ by at most 9e-6 log2 units this way (4e-6 with shifted copies; the
+float64 fit and scikit-learn's differ by 1.7e-4). ``precision="float64"`` does every
+product in float64 instead (about 2x slower); ``benchmarks/bench_linear.py`` measures both.
 """
 
 from __future__ import annotations
@@ -100,6 +106,16 @@ def _syrk(dtype: np.dtype):
     return get_blas_funcs("syrk", dtype=dtype)
 
 
+def _rank_one_update(a: np.ndarray, x: np.ndarray, y: np.ndarray, *, alpha: float) -> None:
+    """``a += alpha * outer(x, y)`` in place for a C-ordered float64 ``a`` (BLAS ``dger``)."""
+    ger = get_blas_funcs("ger", dtype=np.float64)
+    # a.T is Fortran-ordered: dger updates it in place, as outer(y, x)
+    out = ger(alpha, np.asarray(y, np.float64), np.asarray(x, np.float64), a=a.T,
+              overwrite_a=True)
+    if not np.shares_memory(out, a):  # not updated in place (unexpected layout)
+        a += alpha * np.outer(x, y)
+
+
 def default_block_rows(n_targets: int) -> int:
     """Rows per block so that one float32 block of ``n_targets`` columns is <= ~640 MB."""
     return int(max(256, min(16384, _TARGET_BLOCK_BYTES // (4 * max(1, n_targets)))))
@@ -161,8 +177,8 @@ class GramStats:
         self.sxx: np.ndarray | None = None
         self.sxy: np.ndarray | None = None
         self.syy: np.ndarray | None = None
-        # reused buffer for the shifted target block (see :meth:`_shifted_targets`)
-        self._work: np.ndarray | None = None
+        # work arrays reused between blocks (see :meth:`_buffer`)
+        self._buffers: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ accumulation
     @property
@@ -210,25 +226,31 @@ class GramStats:
             shift_x = X.mean(axis=0, dtype=np.float64) if self.shift_x is None else self.shift_x
             shift_y = Y.mean(axis=0, dtype=np.float64) if self.shift_y is None else self.shift_y
         m, p = X.shape
+        t = Y.shape[1]
         # landmarks shifted, plus a column of ones: one product then also yields the
         # column sums (no separate pass over the large target block)
-        xa = np.empty((m, p + 1), dtype=self.dtype)
+        xa = self._buffer("_xa", (m, p + 1))
         work = np.promote_types(X.dtype, self.dtype)
+        raw = Y.dtype == self.dtype  # the product can read the caller's targets as they are
         # inf - inf and overflowing squares are reported below, not warned about here
         with np.errstate(invalid="ignore", over="ignore"):
             np.subtract(X, shift_x.astype(work), out=xa[:, :p], dtype=work, casting="unsafe")
             xa[:, p] = 1.0
-            ys, syy = self._shifted_targets(Y, shift_y)
-        with blas_threads(2.0 * m * (p + 1) * (p + ys.shape[1])):
+            if raw:
+                ys, syy = Y, self._sum_squares_about(Y, shift_y)
+            else:
+                ys, syy = self._shifted_targets(Y, shift_y)
+        with blas_threads(2.0 * m * (p + 1) * (p + t)):
             # X'X by a symmetric rank-k update (half the flops of a general product);
             # xa.T is Fortran-ordered, so BLAS reads it without a copy
             with np.errstate(invalid="ignore", over="ignore"):
                 gram = _syrk(self.dtype)(1.0, xa.T, trans=0)  # upper triangle
             if not (np.isfinite(np.diagonal(gram)).all() and np.isfinite(syy).all()):
                 raise NonFiniteValuesError.describe(X, Y, where)
-            cross = xa.T @ ys
+            cross = self._buffer("_cross", (p + 1, t))
+            np.matmul(xa.T, ys, out=cross)
         if self.sxx is None:
-            self._init_sums(p, Y.shape[1])
+            self._init_sums(p, t)
             self.shift_x, self.shift_y = shift_x, shift_y
         self.n += m
         self.syy += syy
@@ -236,23 +258,53 @@ class GramStats:
         self.sx += gram[:p, p]
         self.sxy += cross[:p]
         self.sy += cross[p]
+        if raw:
+            # the product was about 0, not shift_y: sum (x - s_x)(y - s_y)' is
+            # X_s'Y - (sum of x - s_x) s_y', a rank-one update in place (a float64
+            # (p x T) temporary would be another 72 MB of fresh memory per block)
+            _rank_one_update(self.sxy, gram[:p, p], shift_y, alpha=-1.0)
+            self.sy -= m * shift_y
         return self
+
+    def _buffer(self, name: str, shape: tuple[int, int]) -> np.ndarray:
+        """A work array of at least ``shape`` in the product dtype, kept between blocks.
+
+        Fresh arrays of tens to hundreds of MB per block cost page faults that, on a
+        virtual machine, take as long as a good part of the product.
+        """
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
+            buf = np.empty(shape, dtype=self.dtype)
+            self._buffers[name] = buf
+        return buf[: shape[0]]
+
+    def _sum_squares_about(self, Y: np.ndarray, shift_y: np.ndarray) -> np.ndarray:
+        """Per-column ``sum((Y - shift_y)^2)`` in float64, a few cache-sized rows at a time."""
+        m, t = Y.shape
+        step = int(np.clip(_CACHE_CHUNK_BYTES // (self.dtype.itemsize * max(1, t)), 8, 64))
+        scratch = self._buffer("_scratch", (step, t))
+        shift = shift_y.astype(self.dtype)
+        syy = np.zeros(t)
+        for start in range(0, m, step):
+            rows = Y[start : start + step]
+            chunk = scratch[: len(rows)]
+            np.subtract(rows, shift, out=chunk)
+            syy += np.einsum("ij,ij->j", chunk, chunk)
+        return syy
 
     def _shifted_targets(
         self, Y: np.ndarray, shift_y: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``Y - shift_y`` in the product dtype and its column sums of squares (float64).
 
-        Written into a buffer kept between blocks (a fresh several-hundred-MB array per block costs
-        page faults), a few rows at a time so that the squares are summed while the rows are
-        still in cache: one pass over the block instead of three (measured 0.17 s -> 0.06 s
-        per 7,000 x 9,520 block). Each chunk's squares are summed in the product dtype
-        (at most 64 terms) and the chunk sums added in float64.
+        For targets in another dtype than the product's (they must be converted anyway).
+        Written into a buffer kept between blocks, a few rows at a time so that the squares
+        are summed while the rows are still in cache: one pass over the block instead of
+        three (measured 0.17 s -> 0.06 s per 7,000 x 9,520 block). Each chunk's squares are
+        summed in the product dtype (at most 64 terms) and the chunk sums added in float64.
         """
         m, t = Y.shape
-        if self._work is None or self._work.shape[0] < m or self._work.shape[1] != t:
-            self._work = np.empty((m, t), dtype=self.dtype)
-        ys = self._work[:m]
+        ys = self._buffer("_targets", (m, t))
         work = np.promote_types(Y.dtype, self.dtype)
         shift = shift_y.astype(work)
         syy = np.zeros(t)
@@ -266,15 +318,15 @@ class GramStats:
         return ys, syy
 
     def release_workspace(self) -> None:
-        """Free the block buffer (call when no more blocks will be added soon)."""
-        self._work = None
+        """Free the block buffers (call when no more blocks will be added soon)."""
+        self._buffers = {}
 
     def __iadd__(self, other: GramStats) -> GramStats:
         if other.n == 0:
             return self
         if self.n == 0:
             self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
-                                  for k, v in other.__dict__.items() if k != "_work"})
+                                  for k, v in other.__dict__.items() if k != "_buffers"})
             return self
         if not (np.array_equal(self.shift_x, other.shift_x)
                 and np.array_equal(self.shift_y, other.shift_y)):
