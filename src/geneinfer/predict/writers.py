@@ -213,15 +213,21 @@ def create_matrix_file(
         raise GeneinferError(f"{path}: cannot create output file ({_os_reason(exc)})") from None
 
 
-@functools.lru_cache(maxsize=1)
-def _fallocate() -> Callable | None:
+@functools.lru_cache(maxsize=4)
+def _libc_function(name: str, *argtypes: type) -> Callable | None:
+    """A C library function returning ``int`` (errno kept), or None where there is none."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):  # not Linux
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):  # e.g. fallocate and sync_file_range are Linux-only
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn
+
+
+def _fallocate() -> Callable | None:
+    return _libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                          ctypes.c_int64)
 
 
 def reserve_space(path: str | os.PathLike[str], offset: int, length: int) -> bool:
@@ -251,15 +257,9 @@ _SYNC_WRITE = 2
 _SYNC_WAIT_ALL = 1 | 2 | 4
 
 
-@functools.lru_cache(maxsize=1)
 def _sync_file_range() -> Callable | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
+    return _libc_function("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                          ctypes.c_uint)
 
 
 def _check(result: int) -> None:
