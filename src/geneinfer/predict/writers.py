@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from geneinfer._fileutil import atomic_path
+from geneinfer._libc import libc_function
 from geneinfer.errors import GeneinferError
 
 #: formats written by streaming into a preallocated HDF5 file
@@ -213,20 +213,8 @@ def create_matrix_file(
         raise GeneinferError(f"{path}: cannot create output file ({_os_reason(exc)})") from None
 
 
-@functools.lru_cache(maxsize=4)
-def _libc_function(name: str, *argtypes: type) -> Callable | None:
-    """A C library function returning ``int`` (errno kept), or None where there is none."""
-    try:
-        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):  # e.g. fallocate and sync_file_range are Linux-only
-        return None
-    fn.argtypes = list(argtypes)
-    fn.restype = ctypes.c_int
-    return fn
-
-
 def _fallocate() -> Callable | None:
-    return _libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+    return libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64,
                           ctypes.c_int64)
 
 
@@ -258,7 +246,7 @@ _SYNC_WAIT_ALL = 1 | 2 | 4
 
 
 def _sync_file_range() -> Callable | None:
-    return _libc_function("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+    return libc_function("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
                           ctypes.c_uint)
 
 
