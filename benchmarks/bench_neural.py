@@ -52,27 +52,31 @@ def make_data(n: int, p: int = N_LM, q: int = N_TG, seed: int = 0):
     return X, Y
 
 
-def matmul_rate(dtype: torch.dtype, m: int = 200, k: int = 3000, n: int = N_TG) -> float:
-    """GEMM rate into a preallocated output (a fresh 7.6 MB output per product page-faults)."""
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    out = a @ b
+def _product_rate(product, flops: float) -> float:
+    """FLOP/s of ``product()`` repeated for 2 s (after one warm-up call)."""
+    product()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 2.0:
-        torch.mm(a, b, out=out)
+        product()
         reps += 1
-    return 2 * m * k * n * reps / (time.perf_counter() - t0)
+    return flops * reps / (time.perf_counter() - t0)
+
+
+def matmul_rate(dtype: torch.dtype, m: int = 200, k: int = 3000, n: int = N_TG) -> float:
+    """torch GEMM rate into a preallocated output (a fresh 7.6 MB output per product
+    page-faults)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    out = a @ b
+    return _product_rate(lambda: torch.mm(a, b, out=out), 2 * m * k * n)
 
 
 def numpy_matmul_rate(m: int = 200, k: int = 3000, n: int = N_TG) -> float:
+    """The same for numpy float32 (OpenBLAS, the BLAS scikit-learn runs on)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((k, n), dtype=np.float32)
     out = a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 2.0:
-        np.matmul(a, b, out=out)
-        reps += 1
-    return 2 * m * k * n * reps / (time.perf_counter() - t0)
+    return _product_rate(lambda: np.matmul(a, b, out=out), 2 * m * k * n)
 
 
 def train_flops_per_sample(hidden: tuple[int, ...]) -> float:
