@@ -150,7 +150,9 @@ OUT_OF_CORE = textwrap.dedent(
     x_path, y_path, out = sys.argv[1:4]
     data_bytes = int(sys.argv[4])
     LinearRegression().fit(np.ones((50, 3)) + np.arange(150).reshape(50, 3) ** 0.5,
-                           np.arange(100.0).reshape(50, 2))  # warm up BLAS threads
+                           np.arange(100.0).reshape(50, 2))
+    for dt in (np.float32, np.float64):  # every BLAS thread allocates its buffer now
+        np.ones((1500, 1500), dt) @ np.ones((1500, 1500), dt)
     vm = [l for l in open("/proc/self/status") if l.startswith("VmSize")][0]
     used = int(vm.split()[1]) * 1024
     limit = used + data_bytes // 3  # room for a third of the data, no more

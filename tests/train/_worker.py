@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--recipe", default="modern")
+    # fp32 by default: bf16 sums differ between one process and DDP ranks beyond 2e-5
+    ap.add_argument("--precision", default="fp32")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -43,6 +45,7 @@ def main() -> None:
         hidden=(args.hidden,), dropout=args.dropout, recipe=args.recipe, max_epochs=args.epochs,
         patience=100, batch_size=args.batch, checkpoint_dir=args.checkpoint_dir,
         checkpoint_every_steps=args.every, progress=False, device="cpu", seed=3,
+        precision=args.precision,
     ).fit(X, Y)
     arrays, meta = model.fitted_state()
     rank = int(os.environ.get("RANK", "0"))

@@ -65,7 +65,10 @@ def _mse(module, src: BatchSource) -> float:
 
 def test_deterministic_and_best_weights_restored():
     train, val = _sources()
-    cfg = TrainConfig(max_epochs=8, batch_size=32, progress=False, device="cpu", lr=3e-3)
+    # fp32: the check below recomputes the loss in fp32 (on a CPU with native bf16, "auto"
+    # would train in bf16)
+    cfg = TrainConfig(max_epochs=8, batch_size=32, progress=False, device="cpu", lr=3e-3,
+                      precision="fp32")
     a, b = _net(), _net()
     res_a = Trainer(cfg).fit(a, train, val)
     Trainer(cfg).fit(b, train, val)
