@@ -37,7 +37,7 @@ SMALL = {"gctx": (10_000, 978), "gct": (1_000, 2_000)}
 
 # ---------------------------------------------------------------------- child tasks
 def _generate(n_samples: int, n_genes: int):
-    from geneinfer.data import ExpressionData
+    from geneinfer.expression import ExpressionData
 
     rng = np.random.default_rng(0)
     values = np.empty((n_samples, n_genes), dtype=np.float32)

@@ -136,7 +136,7 @@ def train_worker(spec: dict) -> None:
     X, Y = make_data(spec["steps"] * 200)
     Xv, Yv = make_data(1000, seed=1)
     if spec.get("malloc"):
-        from geneinfer._malloc import reuse_freed_memory
+        from geneinfer.utils.memory import reuse_freed_memory
 
         reuse_freed_memory()
     if spec["kind"] == "torch":

@@ -38,7 +38,7 @@ MODEL_PARAMS = {
 
 
 def load_studies() -> dict:
-    from geneinfer.datasets import load_embedded, load_shared
+    from geneinfer.examples import load_embedded, load_shared
     from geneinfer.train.pipeline import prepare_expression
 
     studies = {

@@ -32,9 +32,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from geneinfer._fileutil import atomic_path  # noqa: E402
-from geneinfer.data import ExpressionData  # noqa: E402
+from geneinfer.expression import ExpressionData  # noqa: E402
+from geneinfer.genes.ids import read_lincs_gene_info  # noqa: E402
 from geneinfer.genes.probes import collapse_probes, read_platform_annotation  # noqa: E402
+from geneinfer.utils.files import atomic_path  # noqa: E402
 
 OUT = ROOT / "src" / "geneinfer" / "_embedded"
 
@@ -58,6 +59,12 @@ PROVENANCE = {
                   "GEUVADIS / 1000 Genomes lymphoblastoid RNA-seq samples, raw counts; "
                   "Lappalainen et al. 2013",
         "license": "MIT",
+    },
+    "l1000_genes": {
+        "source_file": "genes/GSE92742_Broad_LINCS_gene_info.txt",
+        "origin": "LINCS GSE92742 gene table: the ids and symbols of the 978 L1000 landmark "
+                  "genes (pr_is_lm) and the 'best inferred' genes (pr_is_bing) only",
+        "license": "GEO public data (LINCS / Broad Institute)",
     },
     "GPL96_annotation": {
         "source_file": "genes/GPL96_annotation.tsv.gz",
@@ -158,6 +165,24 @@ def read_geuvadis(counts: Path, sample_table: Path) -> tuple[ExpressionData, np.
     return data, ints.astype(np.int32)
 
 
+def save_l1000_genes(src: Path) -> dict:
+    """The landmark and BING rows of the LINCS gene table (ids, symbols, flags only)."""
+    table = read_lincs_gene_info(src / PROVENANCE["l1000_genes"]["source_file"])
+    flags = table[["pr_is_lm", "pr_is_bing"]].astype(str).apply(lambda c: c.str.strip())
+    keep = (flags["pr_is_lm"] == "1") | (flags["pr_is_bing"] == "1")
+    out = table.loc[keep, ["pr_gene_id", "pr_gene_symbol"]].assign(
+        pr_is_lm=flags.loc[keep, "pr_is_lm"], pr_is_bing=flags.loc[keep, "pr_is_bing"])
+    path = OUT / "l1000_genes.tsv.gz"
+    with atomic_path(path, suffix=".gz") as tmp:
+        # mtime=0: the same table always gives the same bytes (and checksum)
+        with gzip.GzipFile(tmp, "wb", mtime=0) as fh:
+            fh.write(out.to_csv(sep="\t", index=False).encode())
+    path.chmod(0o644)
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "n_genes": int(keep.sum()), "n_landmarks": int((out["pr_is_lm"] == "1").sum()),
+            **PROVENANCE["l1000_genes"]}
+
+
 def _meta_arrays(prefix: str, meta: pd.DataFrame) -> dict[str, np.ndarray]:
     out = {}
     for col in meta.columns:
@@ -211,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     geu, ints = read_geuvadis(src / PROVENANCE["geuvadis"]["source_file"],
                               src / "rnaseq" / "geuvadis85_samples.tsv")
     manifest["geuvadis"] = save("geuvadis", geu, int_values=ints)
+    manifest["l1000_genes"] = save_l1000_genes(src)
     manifest["GPL96_annotation"] = {
         "file": "GPL96_annotation.tsv.gz",
         "sha256": hashlib.sha256((OUT / "GPL96_annotation.tsv.gz").read_bytes()).hexdigest(),

@@ -1,7 +1,7 @@
 """geneinfer: infer whole-transcriptome expression from landmark genes."""
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
+from geneinfer.expression import ExpressionData
 
 __version__ = "0.1.0"
 

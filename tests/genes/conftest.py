@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
-
-GPL96_SETS = ("nakayama", "borovecki", "bladderbatch", "gse781")
+from geneinfer.expression import ExpressionData
 
 
 def read_gct_with_pandas(path: Path) -> ExpressionData:

@@ -6,15 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
-from geneinfer.datasets import load_embedded
 from geneinfer.errors import DataUnavailableError, GeneinferError
+from geneinfer.examples import load_embedded
+from geneinfer.expression import ExpressionData
 from geneinfer.genes import (
     GeneIdMap,
     clean_ensembl,
     clean_entrez,
-    detect_id_kind,
-    id_kind_of,
     load_id_map,
     map_gene_ids,
     standard_annotation,
@@ -30,13 +28,6 @@ def test_clean_entrez_handles_markers_floats_and_multi_gene_entries():
 def test_clean_ensembl_strips_versions_and_rejects_non_ensembl():
     out = clean_ensembl(["ENSG00000000419.12", "ENSG00000000457", "DDR1", None])
     assert out.tolist() == ["ENSG00000000419", "ENSG00000000457", None, None]
-
-
-def test_id_kinds_are_recognised():
-    assert [id_kind_of(x) for x in ["780", "ENSG00000000419", "1007_s_at", "DDR1"]] == [
-        "entrez", "ensembl", "probe", "symbol"]
-    assert detect_id_kind(["1007_s_at", "1053_at", "AFFX-BioB-5_at"]) == "probe"
-    assert detect_id_kind(["780", "DDR1"]) == "unknown"
 
 
 def test_standard_annotation_reads_gct_aliases_with_missing_marker(bladder_probes):

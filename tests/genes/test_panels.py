@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from geneinfer.data import ExpressionData
-from geneinfer.datasets import load_embedded
 from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError, InputFormatError
+from geneinfer.examples import load_embedded
+from geneinfer.expression import ExpressionData
 from geneinfer.genes import (
     Panel,
     get_panel,
@@ -125,8 +125,12 @@ def test_select_landmarks_returns_ids_and_skips_incomplete_genes():
 def test_named_panels_offline_without_files_say_what_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("GENEINFER_OFFLINE", "1")
     monkeypatch.setenv("GENEINFER_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(DataUnavailableError, match=r"GSE92742_Broad_LINCS_gene_info\.txt\.gz"):
-        get_panel("l1000", data_dir=tmp_path)
+    # the 978 landmarks ship with geneinfer; without the LINCS table every other gene of the
+    # data is a target
+    l1000 = get_panel("l1000", data_dir=tmp_path)
+    assert len(l1000.landmarks) == 978 and l1000.targets is None
+    assert "shipped with geneinfer" in l1000.info["source"][0]
+    assert len(l1000.info["bing"]) == 9196
     with pytest.raises(DataUnavailableError, match=r"dgex_map_lm\.txt"):
         get_panel("dgex", data_dir=tmp_path)
 

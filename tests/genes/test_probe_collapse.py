@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import GPL96_SETS
-from geneinfer.data import ExpressionData
-from geneinfer.datasets import load_shared
 from geneinfer.errors import GeneinferError
+from geneinfer.examples import load_shared
+from geneinfer.expression import ExpressionData
 from geneinfer.genes import (
     collapse_probes,
     get_panel,
@@ -20,6 +19,8 @@ from geneinfer.genes import (
     panel_coverage,
     read_platform_annotation,
 )
+
+GPL96_SETS = ("nakayama", "borovecki", "bladderbatch", "gse781")
 
 
 def test_embedded_gpl96_annotation_matches_shared_file(shared):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from geneinfer.data import ExpressionData
+from geneinfer.expression import ExpressionData
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.io import gct as gct_mod
 from geneinfer.io import peek, read, read_gct, write_gct
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError
+from geneinfer.expression import ExpressionData
 from geneinfer.io import (
     GCTXWriter,
     iter_sample_blocks,

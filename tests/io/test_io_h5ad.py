@@ -57,8 +57,8 @@ def test_bad_h5ad(tmp_path: Path, l1000_gctx: Path):
 def test_missing_anndata_gives_install_hint(tmp_path: Path, monkeypatch):
     import sys
 
-    from geneinfer.data import ExpressionData
     from geneinfer.errors import GeneinferError
+    from geneinfer.expression import ExpressionData
 
     monkeypatch.setitem(sys.modules, "anndata", None)  # makes "import anndata" fail
     data = ExpressionData(values=np.ones((1, 1)), gene_ids=["g"], sample_ids=["s"])

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.io import read, write
 
 SETTINGS = settings(

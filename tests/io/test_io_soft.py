@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.io import read, read_series_matrix, read_soft, soft_platforms
+from geneinfer.scales import resolve_scale
 
 SOFT_HEAD = """^DATABASE = GeoMiame
 !Database_name = Gene Expression Omnibus (GEO)
@@ -158,7 +159,10 @@ def test_series_matrix_from_gse781_values(gse781_gpl96: ExpressionData, write_te
     expected = gse781_gpl96.values[:4, :300].copy()
     expected[1, 5] = np.nan  # the empty cell stays missing
     assert np.array_equal(data.values, expected, equal_nan=True)
-    assert data.scale == "linear"  # MAS5 intensities, guessed from the values
+    # a series matrix whose processing text names no scale states none; the one detector
+    # finds MAS5 intensities
+    assert data.scale == "unknown"
+    assert resolve_scale(data.values, stated=data.scale).describe() == "linear (detected)"
     assert data.gene_id_kind == "probe"
     assert data.samples.iloc[2]["characteristics_ch1"] == "tissue: kidney; lot: 2"
     assert data.samples.iloc[0]["title"] == gse781_gpl96.samples.iloc[0]["title"]

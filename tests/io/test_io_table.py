@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.io import iter_sample_blocks, peek, read, read_table, write
+from geneinfer.scales import resolve_scale
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def geuvadis(shared: Path) -> ExpressionData:
 
 def test_geuvadis_counts(geuvadis: ExpressionData, shared: Path):
     assert geuvadis.shape == (85, 10101)
-    assert geuvadis.scale == "counts"
+    assert geuvadis.scale == "unknown"  # a table states no scale
+    assert resolve_scale(geuvadis.values).describe() == "counts (detected)"
     assert geuvadis.gene_id_kind == "ensembl"
     assert geuvadis.gene_ids[0].startswith("ENSG")
     raw = pd.read_csv(shared / "rnaseq" / "geuvadis85_counts.tsv.gz", sep="\t", index_col=0)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+from geneinfer.expression import ExpressionData
 from geneinfer.models.bundle import FORMAT_VERSION, MODEL_JSON, WEIGHTS_FILE, InferenceModel
 from geneinfer.models.registry import make_model
 from geneinfer.preprocess import ProfilePreprocessor

@@ -10,8 +10,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from geneinfer.errors import ConfigError
-from geneinfer.models._classical import validation_mask
-from geneinfer.models._gram import iter_row_blocks
+from geneinfer.models.classical import validation_mask
+from geneinfer.models.gram import iter_row_blocks
 from geneinfer.models.knn import KNNGE, SampleKNN
 
 

@@ -13,8 +13,8 @@ import sklearn.linear_model as sk
 from classical_data import landmark_target_split
 
 from geneinfer.errors import ConfigError, GeneinferError
-from geneinfer.models._classical import split_stats, validation_mask
-from geneinfer.models._gram import GramStats, iter_row_blocks, npy_blocks
+from geneinfer.models.classical import split_stats, validation_mask
+from geneinfer.models.gram import GramStats, iter_row_blocks, npy_blocks
 from geneinfer.models.linear import Lasso, LinearRegression, Ridge
 
 
@@ -145,7 +145,7 @@ OUT_OF_CORE = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from geneinfer.models._gram import npy_blocks
+    from geneinfer.models.gram import npy_blocks
     from geneinfer.models.linear import LinearRegression, Ridge
     x_path, y_path, out = sys.argv[1:4]
     data_bytes = int(sys.argv[4])

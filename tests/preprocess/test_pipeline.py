@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import StandardScaler
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, ModelFileError
+from geneinfer.expression import ExpressionData
 from geneinfer.preprocess import ProfilePreprocessor, QuantileNormalizer, Standardizer
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
+from geneinfer.expression import ExpressionData
 from geneinfer.preprocess import counts_to_log2cpm, counts_to_tpm
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geneinfer.data import ExpressionData
-from geneinfer.datasets import load_embedded
 from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
 from geneinfer.evaluate.metrics import per_gene_mae, per_gene_pearson
+from geneinfer.examples import load_embedded
+from geneinfer.expression import ExpressionData
 from geneinfer.genes import Panel
 from geneinfer.models.neural import DGEX
 from geneinfer.train import pipeline

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geneinfer import io
-from geneinfer.data import ExpressionData
+from geneinfer.expression import ExpressionData
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geneinfer.sources import fetch, get_source, list_sources, locate
-from geneinfer.sources.download import default_cache_dir, default_data_dir
+from geneinfer.public_data import (
+    default_cache_dir,
+    fetch,
+    get_source,
+    list_sources,
+    locate,
+    resolve_data_dir,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +45,7 @@ def _status(name: str, data_dir: Path | None, cache_dir: Path | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "list":
-        ddir = args.data_dir if args.data_dir is not None else default_data_dir()
+        ddir = resolve_data_dir(args.data_dir)
         cdir = args.cache_dir if args.cache_dir is not None else default_cache_dir()
         print(f"# data folder: {ddir or '(none)'}; cache: {cdir}")
         for src in list_sources():

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
+from geneinfer.expression import ExpressionData
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class PanelChoice:
 
 def load_demo_studies() -> dict[str, ExpressionData]:
     """The embedded microarray studies on log2 with genes collapsed to Entrez ids."""
-    from geneinfer.datasets import load_embedded
+    from geneinfer.examples import load_embedded
     from geneinfer.train.pipeline import prepare_expression
 
     embedded = {k.lower(): v for k, v in load_embedded([n.lower() for n in STUDIES]).items()}
@@ -85,7 +85,7 @@ def load_rnaseq_split(data_dir: Any = None) -> dict[str, ExpressionData] | None:
     ``None`` when no Ensembl -> Entrez map is on this machine (the D-GEX gene maps or the
     HGNC table in the data folder or cache); the demo never downloads one.
     """
-    from geneinfer.datasets import load_embedded
+    from geneinfer.examples import load_embedded
     from geneinfer.genes.ids import has_ensembl, load_id_map
     from geneinfer.train.pipeline import prepare_expression, validation_split
 
@@ -104,7 +104,7 @@ def choose_panel(
     Never downloads: the demo must run offline.
     """
     from geneinfer.genes import get_panel, select_landmarks
-    from geneinfer.sources import locate
+    from geneinfer.public_data import locate
 
     shared = set(shared_genes)
     if locate("lincs_gene_info", data_dir=data_dir) is not None:

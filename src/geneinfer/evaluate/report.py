@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
 from geneinfer.evaluate import plots
+from geneinfer.utils.files import atomic_path
 
 __all__ = ["ReportData", "reliability_table", "render_html", "write_report"]
 

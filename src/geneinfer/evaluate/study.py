@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer.data import ExpressionData
 from geneinfer.errors import ConfigError, GeneinferError
+from geneinfer.expression import ExpressionData
+from geneinfer.utils.files import atomic_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -297,14 +297,14 @@ def _parse_sources(raw: list[Any], where: str, base_dir: Path, shared_dir: Path 
                     "data.shared_dir or the file name"
                 )
         if t["shared"] and "/" not in t["shared"]:
-            from geneinfer.sources import get_source
+            from geneinfer.public_data import get_source
 
             try:
                 get_source(t["shared"]).resolve(t["accession"])
             except ConfigError as exc:
                 raise ConfigError(f"{label}: shared = {t['shared']!r}: {exc}") from None
         if t["geo"]:
-            from geneinfer.sources import get_source
+            from geneinfer.public_data import get_source
 
             try:
                 get_source("geo_soft").resolve(t["geo"])
@@ -481,7 +481,7 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
 # ====================================================================== data loading
 def _read_source(spec: SourceSpec, cfg: StudyConfig) -> ExpressionData:
     """Read a source: a file, a path in the shared data folder, or a registered public data
-    set (``geneinfer.sources``: data folder first, then cache, then download)."""
+    set (``geneinfer.public_data``: data folder first, then cache, then download)."""
     from geneinfer.io import detect_format, read
 
     if spec.file:
@@ -489,7 +489,7 @@ def _read_source(spec: SourceSpec, cfg: StudyConfig) -> ExpressionData:
     elif spec.shared and "/" in spec.shared:
         path = cfg.shared_dir / spec.shared  # type: ignore[operator]
     else:
-        from geneinfer.sources import fetch
+        from geneinfer.public_data import fetch
 
         if spec.geo:
             path = fetch("geo_soft", accession=spec.geo, data_dir=cfg.shared_dir)

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import ENTREZ_RE, detect_id_kind, id_kind_of
+from geneinfer.public_data import fetch, locate
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +47,13 @@ ENSEMBL_ALIASES = (
 )
 
 _MISSING = {"", "na", "nan", "none", "null", "-666", "---", "-", "n/a", "#n/a"}
-_ENTREZ_RE = re.compile(r"^\d+$")
+# the start of an Ensembl gene id (a cleaned id drops the version that ENSEMBL_RE allows)
 _ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}")
-_PROBE_RE = re.compile(r"(_at$|_st$|^AFFX-|^ILMN_|^A_\d+_P\d+)")
 _MULTI = re.compile(r"\s*///\s*|\s*//\s*|\s*;\s*|\s*\|\s*")
 
 
 def _norm(name: object) -> str:
     return re.sub(r"[\s_.\-]+", "_", str(name).strip().lower())
-
-
-def id_kind_of(gene_id: str) -> str:
-    """Guess what one id is: ``"entrez"``, ``"ensembl"``, ``"probe"`` or ``"symbol"``."""
-    text = str(gene_id).strip()
-    if _ENTREZ_RE.match(text):
-        return "entrez"
-    if _ENSEMBL_RE.match(text):
-        return "ensembl"
-    if _PROBE_RE.search(text):
-        return "probe"
-    return "symbol"
-
-
-def detect_id_kind(ids: Iterable[str]) -> str:
-    """The kind most ids have (``"unknown"`` when there is no clear majority)."""
-    kinds = pd.Series([id_kind_of(i) for i in ids])
-    if kinds.empty:
-        return "unknown"
-    top = kinds.value_counts()
-    return str(top.index[0]) if top.iloc[0] >= 0.9 * len(kinds) else "unknown"
 
 
 def _split_multi(value: str) -> list[str]:
@@ -92,7 +72,7 @@ def _texts(values: Iterable[object]) -> tuple[pd.Series, pd.Series]:
 def _entrez_one(text: str) -> tuple[str | None, bool]:
     parts = {re.sub(r"\.0$", "", p) for p in _split_multi(text)}
     parts = {p for p in parts if p.lower() not in _MISSING}
-    if len(parts) == 1 and _ENTREZ_RE.match(next(iter(parts))):
+    if len(parts) == 1 and ENTREZ_RE.match(next(iter(parts))):
         return next(iter(parts)), False
     return None, len(parts) > 1
 
@@ -149,12 +129,12 @@ def _looks_like(values: pd.Series, kind: str) -> bool:
         return False
     if kind == "entrez":
         first = vals.map(lambda s: re.sub(r"\.0$", "", _split_multi(s)[0]) if s else s)
-        return bool(first.str.match(_ENTREZ_RE).mean() >= 0.9)
+        return bool(first.str.match(ENTREZ_RE).mean() >= 0.9)
     if kind == "ensembl":
         return bool(vals.str.match(_ENSEMBL_RE).mean() >= 0.9)
     # symbols: short, no spaces, not numbers, not Ensembl ids
     ok = ~vals.str.contains(r"\s", regex=True) | vals.str.contains("///", regex=False)
-    ok &= ~vals.str.match(_ENTREZ_RE) & ~vals.str.match(_ENSEMBL_RE)
+    ok &= ~vals.str.match(ENTREZ_RE) & ~vals.str.match(_ENSEMBL_RE)
     return bool(ok.mean() >= 0.9)
 
 
@@ -297,7 +277,8 @@ class GeneIdMap:
         Entrez ids map to themselves when ``to="entrez"`` even if this map lacks them.
         """
         ids = [str(i).strip() for i in ids]
-        kinds = [id_kind_of(i) for i in ids]
+        # ids that are neither Entrez nor Ensembl are looked up as symbols
+        kinds = [k if k in ("entrez", "ensembl") else "symbol" for k in map(id_kind_of, ids)]
         out = pd.Series([None] * len(ids), index=ids, dtype=object)
         for kind in ("entrez", "ensembl", "symbol"):
             pos = [j for j, k in enumerate(kinds) if k == kind]
@@ -435,15 +416,16 @@ def load_id_map(
     """A :class:`GeneIdMap` from every gene table available, best first.
 
     Order: the HGNC complete set (if in the data folder or cache, or ``download=True``), the
-    D-GEX maps converted to Entrez (the only offline Ensembl source), the LINCS gene table,
-    the embedded GPL96 annotation. Without HGNC and D-GEX files there is no Ensembl mapping.
+    D-GEX maps converted to Entrez (the only offline Ensembl source), the LINCS gene table
+    (else the landmark and BING genes shipped with geneinfer), the GPL96 annotation. Without
+    HGNC and D-GEX files there is no Ensembl mapping.
     """
-    from geneinfer.sources import fetch, locate
-
     hgnc = locate("hgnc_complete_set", data_dir=data_dir, cache_dir=cache_dir)
     if hgnc is None and download:
         hgnc = fetch("hgnc_complete_set", data_dir=data_dir, cache_dir=cache_dir)
-    lincs = locate("lincs_gene_info", data_dir=data_dir, cache_dir=cache_dir)
+    # the landmark + BING symbols shipped with geneinfer stand in for the whole LINCS table
+    lincs = (locate("lincs_gene_info", data_dir=data_dir, cache_dir=cache_dir)
+             or locate("l1000_genes", data_dir=data_dir, cache_dir=cache_dir))
     dgex = tuple(locate(n, data_dir=data_dir, cache_dir=cache_dir)
                  for n in ("dgex_map_lm", "dgex_map_tg"))
     # Building the map takes a second or two; files do not change under us, so memoise.

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.genes.ids import (
     GeneIdMap,
     dgex_entrez,
@@ -30,6 +30,7 @@ from geneinfer.genes.ids import (
     standard_annotation,
 )
 from geneinfer.genes.probes import load_probe_annotation
+from geneinfer.public_data import fetch, locate
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +166,26 @@ def panel_coverage(panel: Panel, data: ExpressionData) -> PanelCoverage:
 
 # ---------------------------------------------------------------------------- named panels
 def l1000_panel(*, data_dir: str | os.PathLike[str] | None = None) -> Panel:
-    """The 978 L1000 landmarks (``pr_is_lm == 1``) of the LINCS GSE92742 gene table."""
-    from geneinfer.sources import fetch
+    """The 978 L1000 landmarks (``pr_is_lm == 1``) of the LINCS GSE92742 gene table.
 
-    path = fetch("lincs_gene_info", data_dir=data_dir)
-    t = read_lincs_gene_info(path)
+    With the whole table (data folder or cache) the targets are its 11,350 other genes, as
+    CMap infers them. Without it the landmark list shipped with geneinfer is used and every
+    other gene of the data is a target (``Panel.targets`` is None); ``info["source"]`` says
+    which. ``info["bing"]`` lists the LINCS "best inferred genes" either way.
+    """
+    full = locate("lincs_gene_info", data_dir=data_dir)
+    t = read_lincs_gene_info(full if full is not None else fetch("l1000_genes"))
     is_lm = t["pr_is_lm"].astype(str).str.strip() == "1"
     bing = t.get("pr_is_bing", pd.Series("0", index=t.index)).astype(str).str.strip() == "1"
+    source = ("LINCS gene table" if full is not None else
+              "landmark list shipped with geneinfer (targets: every other measured gene; "
+              "`geneinfer data fetch lincs_gene_info` adds the LINCS target list)")
     return Panel(
         name="l1000",
         landmarks=t.loc[is_lm, "pr_gene_id"].tolist(),
-        targets=t.loc[~is_lm, "pr_gene_id"].tolist(),
+        targets=t.loc[~is_lm, "pr_gene_id"].tolist() if full is not None else None,
         symbols=dict(zip(t["pr_gene_id"], t["pr_gene_symbol"])),
-        info={"bing": t.loc[bing & ~is_lm, "pr_gene_id"].tolist()},
+        info={"bing": t.loc[bing & ~is_lm, "pr_gene_id"].tolist(), "source": [source]},
     )
 
 
@@ -191,8 +199,6 @@ def dgex_panel(*, data_dir: str | os.PathLike[str] | None = None) -> Panel:
     symbol; at gene level that target is the landmark itself, so it is left out of
     ``targets`` and listed in ``info["targets_same_gene_as_landmark"]``.
     """
-    from geneinfer.sources import fetch, locate
-
     gpl96 = load_probe_annotation("GPL96", data_dir=data_dir)
     symbol_maps = [GeneIdMap.from_probe_annotation(gpl96)]
     lincs = locate("lincs_gene_info", data_dir=data_dir)
@@ -318,7 +324,7 @@ def get_panel(
     """A named panel (``"l1000"``, ``"dgex"``) or a panel file; a :class:`Panel` passes through.
 
     The gene tables come from the data folder (``data_dir`` / ``GENEINFER_DATA_DIR``), the
-    cache, or a download (see :mod:`geneinfer.sources`).
+    cache, or a download (see :mod:`geneinfer.public_data`).
     """
     if isinstance(name_or_path, Panel):
         return name_or_path
@@ -334,11 +340,11 @@ def get_panel(
 
 
 def _named_panel(name: str, data_dir: str | os.PathLike[str] | None) -> Panel:
-    from geneinfer.sources import locate
-
-    names = ("lincs_gene_info",) if name == "l1000" else (
+    names = ("lincs_gene_info", "l1000_genes") if name == "l1000" else (
         "lincs_gene_info", "dgex_map_lm", "dgex_map_tg")
     paths = [locate(n, data_dir=data_dir) for n in names]
+    if name == "l1000":  # the shipped landmark list stands in for the whole table
+        paths = [p for p in paths if p is not None][:1] or [None]
     if any(p is None for p in paths):  # fetch() inside raises the helpful error (or downloads)
         return l1000_panel(data_dir=data_dir) if name == "l1000" else dgex_panel(data_dir=data_dir)
     stamps = tuple((str(p), p.stat().st_mtime) for p in paths if p is not None)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import DataUnavailableError, GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
 from geneinfer.genes.ids import (
     _norm,
     clean_entrez,
@@ -28,10 +28,10 @@ from geneinfer.genes.ids import (
     find_column,
     standard_annotation,
 )
+from geneinfer.public_data import locate
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "_embedded"
 _ID_ALIASES = ("id", "id_ref", "probe", "probe_id", "probeset_id", "probe_set_id", "rid")
 _BLOCK_ROWS = 2048  # rows aggregated at once: bounds float64 temporaries on big compendia
 
@@ -93,12 +93,6 @@ def load_probe_annotation(
 ) -> pd.DataFrame:
     """The probe annotation of a platform (``GPL96`` is embedded; others via the data folder or
     cache, see ``geneinfer data fetch geo_platform_annot --accession GPLxxx``)."""
-    if platform.upper() == "GPL96":
-        embedded = EMBEDDED_DIR / "GPL96_annotation.tsv.gz"
-        if embedded.is_file():
-            return _cached_annotation(str(embedded)).copy()
-    from geneinfer.sources import locate
-
     name, acc = ("gpl96_annotation", None) if platform.upper() == "GPL96" else (
         "geo_platform_annot", platform.upper())
     path = locate(name, accession=acc, data_dir=data_dir)

@@ -18,14 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
-from geneinfer.io._common import (
-    NA_TOKENS,
-    guess_gene_id_kind,
-    guess_scale,
-    scale_from_text,
-)
+from geneinfer.expression import ExpressionData
+from geneinfer.io._common import NA_TOKENS
 from geneinfer.io.detect import FORMATS, WRITABLE, detect_format, output_format
 from geneinfer.io.gct import iter_gct_blocks, peek_gct, read_gct, write_gct
 from geneinfer.io.gctx import GCTXWriter, iter_gctx_blocks, peek_gctx, read_gctx, write_gctx
@@ -38,8 +33,6 @@ __all__ = [
     "WRITABLE",
     "GCTXWriter",
     "detect_format",
-    "guess_gene_id_kind",
-    "guess_scale",
     "iter_sample_blocks",
     "peek",
     "read",
@@ -48,7 +41,6 @@ __all__ = [
     "read_series_matrix",
     "read_soft",
     "read_table",
-    "scale_from_text",
     "soft_platforms",
     "write",
     "write_gct",

@@ -3,8 +3,6 @@
 * :func:`open_text` opens plain or gzip text; :func:`translate_errors` turns the low-level
   exceptions of a malformed file (truncated gzip, bad HDF5, parser errors) into
   :class:`~geneinfer.errors.InputFormatError`.
-* :func:`guess_gene_id_kind`, :func:`guess_scale` and :func:`scale_from_text` infer what the
-  ids and values are.
 * :func:`meta_frame` / :func:`meta_strings` convert metadata between text and typed columns
   such that text -> typed -> text reproduces the original strings exactly.
 """
@@ -25,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.scales import scale_from_text
 
 PathLike = str | os.PathLike[str]
 
@@ -44,15 +43,6 @@ NA_TOKENS: tuple[str, ...] = (
     "None",
 )
 _NA_SET = frozenset(NA_TOKENS)
-
-# Gene id patterns.  Affymetrix probe sets: 1007_s_at, 200814_at, AFFX-BioB-5_at, ...
-_PROBE = re.compile(r"^(?:AFFX-.*|\d+(?:_[a-z])?_at|[0-9A-Za-z.\-]+_(?:[a-z]_)?at)$")
-_ENTREZ = re.compile(r"^\d+$")
-_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(?:\.\d+)?$")
-# HGNC-like symbols: upper case letters/digits, optional dash parts, e.g. DDR1, HLA-DRB4, C1orf43
-_SYMBOL = re.compile(
-    r"^(?:[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*|C\d+orf\d+|[A-Z][A-Za-z0-9]*\d[A-Za-z0-9]*)$"
-)
 
 #: Well-known gene metadata columns derived on read from format-specific source columns.
 #: Writers omit a derived column when it is exactly what the source column derives, so a
@@ -132,96 +122,6 @@ def translate_errors(path: PathLike, *, what: str = "file") -> Iterator[None]:
     except _LOW_LEVEL as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFormatError(path, f"cannot parse: {msg}", expected=what) from exc
-
-
-# --------------------------------------------------------------------------- guesses
-def _fraction(ids: Sequence[str], pattern: re.Pattern[str]) -> float:
-    if not len(ids):
-        return 0.0
-    return sum(1 for i in ids if pattern.match(i)) / len(ids)
-
-
-def guess_gene_id_kind(ids: Sequence[str] | pd.Index) -> str:
-    """Guess what gene ids are: ``probe``, ``entrez``, ``ensembl``, ``symbol`` or ``unknown``.
-
-    A kind is chosen when at least 90% of the ids match it (all of them for Entrez, since
-    plain integers are ambiguous otherwise).
-    """
-    ids = [str(i) for i in ids]
-    if not ids:
-        return "unknown"
-    if _fraction(ids, _ENTREZ) == 1.0:
-        return "entrez"
-    if _fraction(ids, _ENSEMBL) >= 0.9:
-        return "ensembl"
-    if _fraction(ids, _PROBE) >= 0.9:
-        return "probe"
-    if _fraction(ids, _SYMBOL) >= 0.9:
-        return "symbol"
-    return "unknown"
-
-
-def looks_like_gene_ids(ids: Sequence[str] | pd.Index) -> bool:
-    """True when ``ids`` are clearly gene identifiers (probe, Entrez or Ensembl ids)."""
-    return guess_gene_id_kind(ids) in ("probe", "entrez", "ensembl")
-
-
-_SCALE_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("zscore", re.compile(r"z-?\s?score", re.I)),
-    (
-        "log2",
-        re.compile(r"\blog\s*-?\s*2|\blog\b|\blog[- ]?(?:transformed|scale)|\b(?:gc)?rma\b", re.I),
-    ),
-    ("linear", re.compile(r"\blinear\b|\bmas\s*-?\s*5", re.I)),
-    ("counts", re.compile(r"\b(?:read\s+)?counts?\b", re.I)),
-)
-
-
-def scale_from_text(text: str | None) -> str | None:
-    """Scale named by a free-text description, else None.
-
-    ``"RMA log2"`` -> ``"log2"``, ``"MAS5 linear"`` or ``"MAS 5.0 Statistical Algorithm"``
-    -> ``"linear"``, ``"raw counts"`` -> ``"counts"``. A log transform wins over the
-    algorithm name (``"MAS5, log2 transformed"`` -> ``"log2"``).
-    """
-    if not text:
-        return None
-    for scale, pattern in _SCALE_WORDS:
-        if pattern.search(text):
-            return scale
-    return None
-
-
-def guess_scale(values: np.ndarray, *, max_check: int = 1_000_000) -> str:
-    """Guess the scale of expression ``values`` from the numbers alone.
-
-    Rules, applied to the finite values (a random subset of ``max_check`` if larger):
-
-    * all non-negative integers (and not all zero) -> ``"counts"`` (RNA-seq read counts);
-    * non-negative with a maximum above 100 -> ``"linear"`` (e.g. MAS5 intensities);
-    * between -1 and 30 with a median above 2 -> ``"log2"`` (RMA, log2 CPM, L1000 level 3);
-    * mean near 0 and standard deviation near 1 -> ``"zscore"``;
-    * otherwise ``"unknown"``.
-
-    The file's own statement (e.g. a GCT ``values`` row) always takes precedence; this is
-    the fallback for formats that say nothing.
-    """
-    flat = np.asarray(values, dtype=np.float64).ravel()
-    if flat.size > max_check:
-        flat = np.random.default_rng(0).choice(flat, size=max_check, replace=False)
-    flat = flat[np.isfinite(flat)]
-    if flat.size == 0:
-        return "unknown"
-    lo, hi = float(flat.min()), float(flat.max())
-    if lo >= 0 and hi > 0 and np.all(flat == np.round(flat)):
-        return "counts"
-    if lo >= 0 and hi > 100:
-        return "linear"
-    if lo > -1 and hi <= 30 and float(np.median(flat)) > 2:
-        return "log2"
-    if abs(float(flat.mean())) < 0.5 and 0.5 < float(flat.std()) < 2 and lo < 0:
-        return "zscore"
-    return "unknown"
 
 
 # --------------------------------------------------------------------------- metadata

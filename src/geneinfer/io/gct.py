@@ -1,6 +1,6 @@
 """GCT 1.2 / 1.3 text files (Broad / CMap), plain or gzip-compressed.
 
-A GCT file is genes x samples; :class:`~geneinfer.data.ExpressionData` is samples x genes,
+A GCT file is genes x samples; :class:`~geneinfer.expression.ExpressionData` is samples x genes,
 so readers transpose. GCT 1.3 layout::
 
     #1.3
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     NA_TOKENS,
     PathLike,
@@ -35,7 +35,6 @@ from geneinfer.io._common import (
     check_readable,
     check_unique,
     format_block,
-    guess_gene_id_kind,
     is_gzip,
     locate_bad_number,
     meta_frame,
@@ -44,10 +43,11 @@ from geneinfer.io._common import (
     parser_error,
     rows_per_block,
     samples_with_scale,
-    scale_from_text,
     strip_derived_gene_columns,
     translate_errors,
 )
+from geneinfer.scales import stated_scale
+from geneinfer.utils.files import atomic_path
 
 _CHUNK_ROWS = 2000
 
@@ -273,11 +273,8 @@ def _read_body(
 
 
 def _scale(hdr: GCTHeader) -> str:
-    texts = {t.strip() for t in hdr.col_meta.get("values", [])}
-    scales = {scale_from_text(t) for t in texts}
-    if len(scales) != 1:  # no "values" row, or samples on different scales
-        return "unknown"
-    return scales.pop() or "unknown"
+    """The scale the ``values`` column-metadata row states (unknown without one)."""
+    return stated_scale(hdr.col_meta.get("values", []))
 
 
 def _assemble(
@@ -301,7 +298,7 @@ def _assemble(
         genes=genes,
         samples=samples,
         scale=_scale(hdr),
-        gene_id_kind=guess_gene_id_kind(ids),
+        gene_id_kind=detect_id_kind(ids),
         source=str(path),
     )
 

@@ -24,20 +24,20 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     PathLike,
     add_derived_gene_columns,
     check_readable,
     check_unique,
-    guess_gene_id_kind,
     samples_with_scale,
-    scale_from_text,
     strip_derived_gene_columns,
     translate_errors,
 )
+from geneinfer.scales import stated_scale
+from geneinfer.utils.files import atomic_path
 
 MATRIX = "0/DATA/0/matrix"
 ROW_META = "0/META/ROW"
@@ -156,10 +156,8 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, cols: np.ndarray | No
 
 
 def _scale(samples: pd.DataFrame) -> str:
-    if "values" not in samples:
-        return "unknown"
-    scales = {scale_from_text(str(t)) for t in samples["values"].tolist()}
-    return (scales.pop() or "unknown") if len(scales) == 1 else "unknown"
+    """The scale the ``values`` column metadata states (unknown without it)."""
+    return stated_scale(samples["values"].tolist()) if "values" in samples else "unknown"
 
 
 class _FileMeta:
@@ -182,7 +180,7 @@ class _FileMeta:
             g_index = pd.Index(np.asarray(self.gene_ids, dtype=object)[gsel], dtype=object)
             meta = {k: _take(v, gsel) for k, v in self.row_meta.items()}
             genes = add_derived_gene_columns(_frame(meta, g_index))
-            self._genes_cache[key] = (g_index, genes, guess_gene_id_kind(list(g_index)))
+            self._genes_cache[key] = (g_index, genes, detect_id_kind(g_index))
         return self._genes_cache[key]
 
     def build(self, rows: np.ndarray | slice, cols: np.ndarray | None) -> ExpressionData:

@@ -13,16 +13,17 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer.data import GENE_ID_KINDS, SCALES, ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import GENE_ID_KINDS, detect_id_kind
 from geneinfer.io._common import (
     PathLike,
     check_readable,
     check_unique,
-    guess_gene_id_kind,
     translate_errors,
 )
+from geneinfer.scales import SCALES
+from geneinfer.utils.files import atomic_path
 
 UNS_KEY = "geneinfer"
 
@@ -75,7 +76,7 @@ def _gene_part(path: PathLike, adata) -> tuple[pd.DataFrame, str, str]:
     genes.index = pd.Index(gene_ids, dtype=object)
     scale, kind = _info(adata)
     if kind in (None, "unknown"):
-        kind = guess_gene_id_kind(gene_ids)
+        kind = detect_id_kind(gene_ids)
     return genes, scale, kind
 
 

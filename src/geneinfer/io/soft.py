@@ -22,22 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import InputFormatError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     NA_TOKENS,
     PathLike,
     add_derived_gene_columns,
     check_readable,
     check_unique,
-    guess_gene_id_kind,
-    guess_scale,
     is_gzip,
     meta_frame,
     open_text,
-    scale_from_text,
     translate_errors,
 )
+from geneinfer.scales import stated_scale
 
 _NA = frozenset(NA_TOKENS)
 _ENTITY = re.compile(r"^\^(\w+)\s*=\s*(.*)$")
@@ -184,15 +183,13 @@ def _sample_meta(samples: list[_Block]) -> pd.DataFrame:
     return meta_frame(cols, index)
 
 
-def _scale(samples: list[_Block], values: np.ndarray) -> str:
+def _scale(samples: list[_Block]) -> str:
+    """The scale the samples' VALUE column descriptions and data processing texts state."""
     texts = []
     for s in samples:
         texts.append(s.columns.get("VALUE", ""))
         texts.extend(s.attrs.get("data_processing", []))
-    named = {scale_from_text(t) for t in texts} - {None}
-    if len(named) == 1:
-        return named.pop()  # type: ignore[return-value]
-    return guess_scale(values)
+    return stated_scale(texts)
 
 
 def _platform_data(
@@ -238,8 +235,8 @@ def _platform_data(
         sample_ids=[s.acc for s in samples],
         genes=add_derived_gene_columns(genes_meta),
         samples=_sample_meta(samples),
-        scale=_scale(samples, values),
-        gene_id_kind=guess_gene_id_kind(order),
+        scale=_scale(samples),
+        gene_id_kind=detect_id_kind(order),
         source=f"{path} [{plat_id}]",
     )
 
@@ -446,15 +443,13 @@ def _matrix_data(
             continue
         meta[key] = ["; ".join(parts) for parts in zip(*rows)]
     samples = meta_frame(meta, pd.Index(sample_ids, dtype=object))
-    texts = meta.get("data_processing", [])
-    named = {scale_from_text(t) for t in texts} - {None}
-    scale = named.pop() if len(named) == 1 else guess_scale(values)
+    scale = stated_scale(meta.get("data_processing", []))
     return ExpressionData(
         values=values,
         gene_ids=ids,
         sample_ids=sample_ids,
         samples=samples,
         scale=scale,
-        gene_id_kind=guess_gene_id_kind(ids),
+        gene_id_kind=detect_id_kind(ids),
         source=str(path),
     )

@@ -8,8 +8,8 @@ Entrez or Ensembl ids, or gene symbols when the other axis does not look like sy
 otherwise an :class:`~geneinfer.errors.InputFormatError` asks for ``--orientation``.
 
 Leading non-numeric columns after the id column are metadata of the row items (e.g. a
-``symbol`` column in a genes-in-rows table). The scale is guessed from the numbers with
-:func:`geneinfer.io.guess_scale` (non-negative integers -> ``"counts"``).
+``symbol`` column in a genes-in-rows table). A table states no scale, so it is read as
+``"unknown"``; :func:`geneinfer.scales.resolve_scale` decides it where it matters.
 """
 
 from __future__ import annotations
@@ -23,17 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
+from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     NA_TOKENS,
     PathLike,
     check_readable,
     check_unique,
     format_block,
-    guess_gene_id_kind,
-    guess_scale,
     is_gzip,
     is_na_token,
     locate_bad_number,
@@ -43,6 +41,7 @@ from geneinfer.io._common import (
     rows_per_block,
     translate_errors,
 )
+from geneinfer.utils.files import atomic_path
 
 ORIENTATIONS = ("genes-in-rows", "samples-in-rows")
 _GENE_HEADERS = {
@@ -117,8 +116,8 @@ def _orientation(
 ) -> bool:
     """True for genes-in-rows; checks a requested orientation against clear evidence."""
     col_ids = header[1 + n_meta :]
-    row_kind = guess_gene_id_kind(first_col)
-    col_kind = guess_gene_id_kind(col_ids)
+    row_kind = detect_id_kind(first_col)
+    col_kind = detect_id_kind(col_ids)
     strong = ("probe", "entrez", "ensembl")
     detected: bool | None = None
     if row_kind in strong and col_kind not in strong:
@@ -289,8 +288,7 @@ def _to_data(
         sample_ids=sample_ids,
         genes=genes,
         samples=samples,
-        scale=guess_scale(values),
-        gene_id_kind=guess_gene_id_kind(gene_ids),
+        gene_id_kind=detect_id_kind(gene_ids),
         source=str(path),
     )
 

@@ -32,8 +32,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+from geneinfer.expression import ExpressionData
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from geneinfer.errors import ConfigError
-from geneinfer.models._classical import (
+from geneinfer.models.classical import (
     ClassicalModel,
     GramLinearModel,
     split_stats,
     validation_mask,
 )
-from geneinfer.models._gram import CenteredGram, GramStats, Precision, validation_sse
+from geneinfer.models.gram import CenteredGram, GramStats, Precision, validation_sse
 
 DEFAULT_K_GRID: tuple[int, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
 

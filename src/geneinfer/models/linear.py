@@ -1,7 +1,7 @@
 """Linear baselines: per-gene OLS as LINCS does it, ridge with built-in alpha choice, lasso.
 
 All targets are fitted together from the Gram statistics (``X'X``, ``X'Y``) of
-:mod:`geneinfer.models._gram`: the data is read once, in row blocks, and the per-gene
+:mod:`geneinfer.models.gram`: the data is read once, in row blocks, and the per-gene
 problems become small dense linear algebra on ``n_landmarks x n_targets`` matrices. Each
 target's model is the same as fitting it alone (with an intercept), as in LINCS/CMap's
 per-gene OLS inference of the non-landmark genes.
@@ -18,8 +18,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from geneinfer.errors import ConfigError
-from geneinfer.models._classical import GramLinearModel, split_stats, validation_mask
-from geneinfer.models._gram import (
+from geneinfer.models.classical import GramLinearModel, split_stats, validation_mask
+from geneinfer.models.gram import (
     CenteredGram,
     GramStats,
     Precision,
@@ -48,7 +48,7 @@ class LinearRegression(GramLinearModel):
     ----------
     precision
         ``"float32"``: block products in float32 about a shift, summed in float64 (fast,
-        see :mod:`geneinfer.models._gram`); ``"float64"``: all in float64.
+        see :mod:`geneinfer.models.gram`); ``"float64"``: all in float64.
     rcond
         Eigenvalues of ``X_c'X_c`` below ``rcond * largest`` are treated as zero. Default:
         1e-6 for float32, 1e-12 for float64 (the rounding-noise level of each).

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from geneinfer.errors import ConfigError
-from geneinfer.models._classical import GramLinearModel
-from geneinfer.models._gram import CenteredGram, Precision, coef_from_eigen, eigenbasis
+from geneinfer.models.classical import GramLinearModel
+from geneinfer.models.gram import CenteredGram, Precision, coef_from_eigen, eigenbasis
 
 
 class PCARegression(GramLinearModel):

@@ -25,7 +25,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR, LinearSVR
 
 from geneinfer.errors import ConfigError
-from geneinfer.models._classical import ClassicalModel
+from geneinfer.models.classical import ClassicalModel
 from geneinfer.models.linear import Ridge
 
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
+from geneinfer.expression import ExpressionData
 from geneinfer.preprocess.calibrate import OffsetScaleCalibrator
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.expression import ExpressionData
 
 # spools larger than this go to a memory-mapped temporary file instead of RAM
 _SPOOL_IN_MEMORY_BYTES = 256 * 1024 * 1024
@@ -180,7 +180,7 @@ class H5adSource(BlockSource):
 
 
 class MemorySource(BlockSource):
-    """An :class:`~geneinfer.data.ExpressionData` already in memory."""
+    """An :class:`~geneinfer.expression.ExpressionData` already in memory."""
 
     def __init__(self, data: ExpressionData, *, path: str | os.PathLike[str] | None = None) -> None:
         self.data = data

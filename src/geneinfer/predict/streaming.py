@@ -30,8 +30,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError, MissingGenesError
+from geneinfer.expression import ExpressionData
 from geneinfer.predict import writers as W
 from geneinfer.predict.inputs import BlockSource, open_source
 

@@ -38,9 +38,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from geneinfer._fileutil import atomic_path
-from geneinfer._libc import libc_function
 from geneinfer.errors import GeneinferError
+from geneinfer.utils.files import atomic_path
+from geneinfer.utils.libc import libc_function
 
 #: formats written by streaming into a preallocated HDF5 file
 STREAMING_FORMATS = ("gctx", "h5ad")
@@ -440,7 +440,7 @@ def finish(output: str | os.PathLike[str]) -> Path:
 
 # ---------------------------------------------------------------------- small outputs
 def write_in_memory(data: object, path: str | os.PathLike[str], *, fmt: str) -> None:
-    """Write an :class:`~geneinfer.data.ExpressionData` with ``geneinfer.io.write``, atomically."""
+    """Write an ExpressionData with :func:`geneinfer.io.write`, atomically."""
     from geneinfer import io as gio
 
     writer = getattr(gio, "write", None)

@@ -10,7 +10,7 @@ from geneinfer.preprocess.dedup import DedupReport, remove_duplicates
 from geneinfer.preprocess.pipeline import ProfilePreprocessor
 from geneinfer.preprocess.quantile import QuantileNormalizer, quantile_normalize
 from geneinfer.preprocess.rnaseq import counts_to_log2cpm, counts_to_tpm
-from geneinfer.preprocess.scale import LINEAR_FLOOR, detect_scale, linear_to_log2, to_log2
+from geneinfer.preprocess.scale import LINEAR_FLOOR, linear_to_log2, to_log2
 from geneinfer.preprocess.standardize import Standardizer
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "center_per_study",
     "counts_to_log2cpm",
     "counts_to_tpm",
-    "detect_scale",
     "linear_to_log2",
     "quantile_normalize",
     "remove_duplicates",

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, ModelFileError
+from geneinfer.expression import ExpressionData
 from geneinfer.preprocess.quantile import QuantileNormalizer
 from geneinfer.preprocess.standardize import Standardizer
 

@@ -25,8 +25,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm.auto import tqdm
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError, ModelFileError
+from geneinfer.expression import ExpressionData
 
 #: Values per block of rows: temporaries stay cache-sized (~2 M values, ~90 arrays of 22k).
 _BLOCK_VALUES = 2_000_000

@@ -1,6 +1,6 @@
 """RNA-seq count transforms: log2 counts-per-million and transcripts-per-million.
 
-Both accept a samples x genes array or :class:`~geneinfer.data.ExpressionData` and return the
+Both accept a samples x genes array or :class:`~geneinfer.expression.ExpressionData` and return the
 same kind. Library sizes are the per-sample sums of the observed (non-NaN) counts; NaN counts
 stay NaN.
 """
@@ -13,8 +13,8 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
 from geneinfer.errors import GeneinferError
+from geneinfer.expression import ExpressionData
 
 T = TypeVar("T", np.ndarray, ExpressionData)
 

@@ -36,10 +36,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from geneinfer._fileutil import atomic_path
-from geneinfer._malloc import reuse_freed_memory
 from geneinfer.errors import ConfigError
 from geneinfer.train import distributed as D
+from geneinfer.utils.files import atomic_path
+from geneinfer.utils.memory import reuse_freed_memory
 
 CKPT_FORMAT = "geneinfer-train-checkpoint"
 CKPT_VERSION = 1

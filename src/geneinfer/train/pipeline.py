@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from geneinfer import __version__
-from geneinfer.data import ExpressionData
 from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
+from geneinfer.expression import ExpressionData
 from geneinfer.models.bundle import InferenceModel
 
 logger = logging.getLogger(__name__)

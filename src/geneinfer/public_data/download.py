@@ -1,9 +1,9 @@
 """Find public data locally or download it into a cache, safely.
 
-Look-up order for :func:`fetch`: the data folder (``data_dir`` argument, else the
-``GENEINFER_DATA_DIR`` environment variable, else ``../shared/data`` from the working
-directory when it exists), then the cache (``cache_dir``, ``GENEINFER_CACHE`` or
-``~/.cache/geneinfer``), then a download. Downloads stream into ``<file>.part`` next to the
+Look-up order for :func:`fetch`: the data folder (:func:`resolve_data_dir`: the
+``data_dir`` argument / ``--data-dir``, else the ``GENEINFER_DATA_DIR`` environment variable),
+then the cache (``cache_dir``, ``GENEINFER_CACHE`` or ``~/.cache/geneinfer``), then a
+download. Downloads stream into ``<file>.part`` next to the
 final name and are renamed only when complete and, where a checksum is published, verified;
 an interrupted download keeps its ``.part`` file and the next call resumes it with an HTTP
 ``Range`` request. ``GENEINFER_OFFLINE=1`` forbids downloading.
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from geneinfer import __version__
 from geneinfer.errors import DataUnavailableError
-from geneinfer.sources.registry import ResolvedSource, get_source
+from geneinfer.public_data.registry import ResolvedSource, get_source
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,23 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "geneinfer"
 
 
-def default_data_dir() -> Path | None:
-    """``$GENEINFER_DATA_DIR``, else ``../shared/data`` (from the working directory) if present.
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The data folder every command reads public tables from, or None.
 
-    An empty ``GENEINFER_DATA_DIR`` means "no data folder".
+    ``data_dir`` (``--data-dir``) if given, else ``$GENEINFER_DATA_DIR`` (empty means none).
+    A folder that does not exist is an error naming where it came from. Files not found in
+    the data folder are looked up in the cache (:func:`default_cache_dir`) and downloaded.
     """
-    env = os.environ.get("GENEINFER_DATA_DIR")
-    if env is not None:
-        return Path(env).expanduser() if env else None
-    guess = Path.cwd().parent / "shared" / "data"
-    return guess if guess.is_dir() else None
+    if data_dir is not None and str(data_dir) != "":
+        path, origin = Path(data_dir).expanduser(), "--data-dir"
+    else:
+        env = os.environ.get("GENEINFER_DATA_DIR", "")
+        if not env:
+            return None
+        path, origin = Path(env).expanduser(), "GENEINFER_DATA_DIR"
+    if not path.is_dir():
+        raise DataUnavailableError(f"data folder {path} (from {origin}) does not exist")
+    return path
 
 
 def _offline() -> bool:
@@ -64,6 +71,15 @@ def _cache_path(res: ResolvedSource, cache_dir: str | os.PathLike[str] | None) -
     return base / res.name / res.filename
 
 
+#: Files shipped inside the package (small real data and gene lists, see its README.md).
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "_embedded"
+
+
+def embedded_path(filename: str) -> Path:
+    """A file shipped in the package's ``_embedded`` folder."""
+    return EMBEDDED_DIR / filename
+
+
 def locate(
     name: str,
     *,
@@ -71,16 +87,21 @@ def locate(
     data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path | None:
-    """The local path of a registered source (data folder first, then cache), or ``None``."""
+    """The local path of a registered source, or ``None``: the data folder first, then the
+    cache, then a copy shipped with the package."""
     res = _resolve(name, accession)
-    ddir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    ddir = resolve_data_dir(data_dir)
     if ddir is not None:
         for rel in res.local_paths:
             candidate = ddir / rel
             if candidate.is_file():
                 return candidate
     cached = _cache_path(res, cache_dir)
-    return cached if cached.is_file() else None
+    if cached.is_file():
+        return cached
+    if res.embedded and embedded_path(res.embedded).is_file():
+        return embedded_path(res.embedded)
+    return None
 
 
 def _unavailable(res: ResolvedSource, cached: Path, why: str) -> DataUnavailableError:

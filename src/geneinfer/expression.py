@@ -15,12 +15,8 @@ import numpy as np
 import pandas as pd
 
 from geneinfer.errors import GeneinferError, MissingGenesError
-
-Scale = Literal["log2", "linear", "counts", "zscore", "unknown"]
-SCALES: tuple[str, ...] = ("log2", "linear", "counts", "zscore", "unknown")
-
-GeneIdKind = Literal["probe", "entrez", "ensembl", "symbol", "unknown"]
-GENE_ID_KINDS: tuple[str, ...] = ("probe", "entrez", "ensembl", "symbol", "unknown")
+from geneinfer.idkinds import GENE_ID_KINDS
+from geneinfer.scales import SCALES
 
 
 def _as_str_index(ids: Iterable[object], name: str) -> pd.Index:

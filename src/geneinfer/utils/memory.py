@@ -20,7 +20,7 @@ import ctypes
 import os
 import platform
 
-from geneinfer._libc import libc_function
+from geneinfer.utils.libc import libc_function
 
 #: mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1

@@ -1,18 +1,19 @@
 """Public data sets: a registry of real download URLs, a local data folder and a cache.
 
->>> from geneinfer.sources import fetch
+>>> from geneinfer.public_data import fetch
 >>> path = fetch("lincs_gene_info")  # data folder, cache, or download  # doctest: +SKIP
 >>> path = fetch("geo_soft", accession="GSE781")  # doctest: +SKIP
 """
 
-from geneinfer.sources.download import (
+from geneinfer.public_data.download import (
     default_cache_dir,
-    default_data_dir,
     download,
+    embedded_path,
     fetch,
     locate,
+    resolve_data_dir,
 )
-from geneinfer.sources.registry import (
+from geneinfer.public_data.registry import (
     ResolvedSource,
     Source,
     geo_stub,
@@ -26,13 +27,14 @@ __all__ = [
     "ResolvedSource",
     "Source",
     "default_cache_dir",
-    "default_data_dir",
     "download",
+    "embedded_path",
     "fetch",
     "geo_stub",
     "get_source",
     "list_sources",
     "locate",
     "register_source",
+    "resolve_data_dir",
     "unregister_source",
 ]

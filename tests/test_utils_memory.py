@@ -14,7 +14,7 @@ PROBE = textwrap.dedent(
     """
     import resource
     import numpy as np
-    from geneinfer._malloc import reuse_freed_memory
+    from geneinfer.utils.memory import reuse_freed_memory
     applied = reuse_freed_memory()
     np.ones(100 * 2**20 // 8)  # first use of the memory: faults either way
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer.data import ExpressionData
+from geneinfer import io
 from geneinfer.errors import ConfigError, DataUnavailableError, ModelFileError
+from geneinfer.expression import ExpressionData
+from geneinfer.public_data import embedded_path, get_source, locate, resolve_data_dir
 
-EMBEDDED_DIR = Path(__file__).resolve().parent / "_embedded"
 EMBEDDED_NAMES = ("bladderbatch", "gse781", "geuvadis")
 
 # shared set -> (registry source name, how to finish reading it)
@@ -40,7 +41,7 @@ SHARED_SETS: dict[str, tuple[str, str]] = {
 
 
 def _manifest() -> dict:
-    path = EMBEDDED_DIR / "manifest.json"
+    path = embedded_path("manifest.json")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -48,7 +49,7 @@ def _manifest() -> dict:
 
 
 def _load_npz(name: str, entry: dict) -> ExpressionData:
-    path = EMBEDDED_DIR / entry["file"]
+    path = embedded_path(entry["file"])
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -92,18 +93,6 @@ def embedded_info() -> dict[str, dict]:
     return _manifest()
 
 
-def shared_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder of the shared real data: ``data_dir``, ``$GENEINFER_DATA_DIR`` or
-    ``../shared/data`` relative to the working directory."""
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
-    elif os.environ.get("GENEINFER_DATA_DIR"):
-        path = Path(os.environ["GENEINFER_DATA_DIR"]).expanduser()
-    else:
-        path = Path.cwd().parent / "shared" / "data"
-    return path
-
-
 def load_shared(name: str, *, data_dir: str | os.PathLike[str] | None = None) -> ExpressionData:
     """A shared real data set read from the data folder with :func:`geneinfer.io.read`.
 
@@ -112,18 +101,18 @@ def load_shared(name: str, *, data_dir: str | os.PathLike[str] | None = None) ->
     ``geuvadis`` (85 samples, counts, Ensembl ids, with sex/library size) and ``test_l1000``
     (377 L1000 profiles x 978 landmarks).
     """
-    from geneinfer import io
-    from geneinfer.sources import locate
-
     if name not in SHARED_SETS:
         raise ConfigError(f"unknown shared data set {name!r}; available: {', '.join(SHARED_SETS)}")
     source, kind = SHARED_SETS[name]
-    folder = shared_data_dir(data_dir)
+    folder = resolve_data_dir(data_dir)
+    rel = get_source(source).local_paths[0]
+    if folder is None:
+        raise DataUnavailableError(
+            f"shared data set {name!r} needs the shared data folder (holding {rel}): pass "
+            "data_dir / --data-dir or set GENEINFER_DATA_DIR"
+        )
     path = locate(source, data_dir=folder, cache_dir=folder / ".no-cache")
     if path is None:
-        from geneinfer.sources import get_source
-
-        rel = get_source(source).local_paths[0]
         raise DataUnavailableError(
             f"shared data set {name!r} not found: expected {folder / rel} "
             "(set --data-dir or GENEINFER_DATA_DIR to the shared data folder)"
@@ -155,8 +144,6 @@ def _gpl96_samples(data: ExpressionData) -> ExpressionData:
 
 
 def _with_geuvadis_samples(data: ExpressionData, folder: Path) -> ExpressionData:
-    from geneinfer.sources import locate
-
     info_path = locate("geuvadis85_samples", data_dir=folder, cache_dir=folder / ".no-cache")
     if info_path is None:
         return data

@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 from geneinfer.errors import DataUnavailableError
-from geneinfer.sources import Source, download, fetch, register_source, unregister_source
+from geneinfer.public_data import Source, download, fetch, register_source, unregister_source
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -85,12 +85,12 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(server, tmp_path):
     register_source(src)
     try:
         cache = tmp_path / "cache"
-        path = fetch("test_tg", cache_dir=cache, data_dir=tmp_path / "none", progress=False)
+        path = fetch("test_tg", cache_dir=cache, data_dir=None, progress=False)
         assert path == cache / "test_tg" / "dgex_map_tg.txt"
         assert path.read_bytes() == (root / "dgex_map_tg.txt").read_bytes()
         assert not path.with_name("dgex_map_tg.txt.part").exists()
         n = len(_Handler.requests)
-        assert fetch("test_tg", cache_dir=cache, data_dir=tmp_path / "none") == path
+        assert fetch("test_tg", cache_dir=cache, data_dir=None) == path
         assert len(_Handler.requests) == n  # served from the cache, no new request
     finally:
         unregister_source("test_tg")

@@ -9,7 +9,7 @@ import pytest
 
 from geneinfer.cli import main
 from geneinfer.errors import ConfigError, DataUnavailableError
-from geneinfer.sources import (
+from geneinfer.public_data import (
     fetch,
     geo_stub,
     get_source,

@@ -30,6 +30,7 @@ class ResolvedSource:
     md5: str | None
     size: int | None
     homepage: str
+    embedded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Source:
         Terms of use and the page describing the data.
     accession_pattern
         Regular expression an accession must match; set only for parametrised entries.
+    embedded
+        File name of a copy shipped inside the package (``geneinfer/_embedded``), used when
+        neither the data folder nor the cache has the file.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Source:
     homepage: str = ""
     accession_pattern: str | None = None
     default_file: str | None = None
+    embedded: str | None = None
 
     @property
     def parametrised(self) -> bool:
@@ -108,6 +113,7 @@ class Source:
             md5=self.md5,
             size=self.size,
             homepage=fill(self.homepage),
+            embedded=self.embedded,
         )
 
 
@@ -205,6 +211,17 @@ _SOURCES: list[Source] = [
         local_paths=("genes/GPL96_annotation.tsv.gz", "genes/GPL96.annot.gz"),
         license="GEO public data (NCBI)",
         homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc=GPL96",
+        embedded="GPL96_annotation.tsv.gz",
+    ),
+    Source(
+        "l1000_genes",
+        "ids and symbols of the 978 L1000 landmarks and the LINCS 'best inferred' genes "
+        "(shipped with geneinfer; a subset of lincs_gene_info)",
+        None,
+        "l1000_genes.tsv.gz",
+        license="GEO public data (LINCS / Broad Institute)",
+        homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc=GSE92742",
+        embedded="l1000_genes.tsv.gz",
     ),
     Source(
         "dgex_map_lm",

@@ -4,7 +4,7 @@
 ``feature_names_in_``, 1-D ``y``), returns float32 predictions and makes
 ``fitted_state()`` JSON/array-only. :class:`GramLinearModel` is the base of every model
 whose prediction is ``mean_y + (x - mean_x) @ coef.T`` and whose fit needs only the Gram
-statistics of :mod:`geneinfer.models._gram` (OLS, ridge, PCR, KNN-GE); it adds
+statistics of :mod:`geneinfer.models.gram` (OLS, ridge, PCR, KNN-GE); it adds
 ``partial_fit`` and ``fit_blocks`` for data larger than memory.
 """
 
@@ -22,7 +22,8 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from geneinfer.models._gram import (
+from geneinfer.models.base import GeneModel, JSONValue
+from geneinfer.models.gram import (
     CenteredGram,
     GramStats,
     Precision,
@@ -31,7 +32,6 @@ from geneinfer.models._gram import (
     default_block_rows,
     iter_row_blocks,
 )
-from geneinfer.models.base import GeneModel, JSONValue
 
 
 class ClassicalModel(GeneModel):
@@ -165,8 +165,8 @@ class GramLinearModel(ClassicalModel):
     ) -> GramLinearModel:
         """Fit from an iterable of row-aligned ``(X_block, Y_block)`` pairs in one pass.
 
-        Only one block is held at a time; see :func:`geneinfer.models._gram.npy_blocks` for
-        reading blocks from ``.npy`` files and :func:`~geneinfer.models._gram.iter_row_blocks`
+        Only one block is held at a time; see :func:`geneinfer.models.gram.npy_blocks` for
+        reading blocks from ``.npy`` files and :func:`~geneinfer.models.gram.iter_row_blocks`
         for h5py datasets or memory maps. Missing values raise a ``GeneinferError`` naming
         the block.
         """

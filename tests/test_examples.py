@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.datasets import EMBEDDED_DIR, embedded_info, load_embedded, load_shared
 from geneinfer.errors import ConfigError, DataUnavailableError
+from geneinfer.examples import embedded_info, load_embedded, load_shared
 from geneinfer.genes import load_probe_annotation
+from geneinfer.public_data import embedded_path
 
 rng = np.random.default_rng(7)
 
@@ -56,9 +57,10 @@ def test_embedded_files_match_manifest_and_stay_small():
     info = embedded_info()
     total = 0
     for entry in info.values():
-        path = EMBEDDED_DIR / entry["file"]
+        path = embedded_path(entry["file"])
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
-        assert entry["license"] in ("Artistic-2.0", "MIT", "GEO public data (NCBI)")
+        assert entry["license"] in ("Artistic-2.0", "MIT", "GEO public data (NCBI)",
+                                    "GEO public data (LINCS / Broad Institute)")
         total += path.stat().st_size
     assert total < 8e6
     with pytest.raises(ConfigError):
@@ -146,4 +148,4 @@ def test_load_shared_uses_env_data_dir_and_rejects_unknown_sets(shared, monkeypa
     assert load_shared("geuvadis").n_samples == 85
     with pytest.raises(ConfigError, match="unknown shared data set"):
         load_shared("gtex")
-    assert list(itertools.islice(EMBEDDED_DIR.glob("*.npz"), 5))
+    assert list(itertools.islice(embedded_path("").glob("*.npz"), 5))
