@@ -404,7 +404,7 @@ def main() -> None:
     rates = {}
     if sections & {1, 2}:
         print("\n== 1. matmul rate (200x3000 @ 3000x9520) ==")
-        from geneinfer.train.loop import resolve_precision
+        from geneinfer.models.nn.trainer import resolve_precision
 
         # bf16 can be ~50x slower on CPUs without native bf16: measure it on a 10x smaller n
         rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16, n=952),

@@ -39,7 +39,7 @@ MODEL_PARAMS = {
 
 def load_studies() -> dict:
     from geneinfer.examples import load_embedded, load_shared
-    from geneinfer.train.pipeline import prepare_expression
+    from geneinfer.train.workflow import prepare_expression
 
     studies = {
         name: prepare_expression(load_shared(name, data_dir=SHARED))
@@ -60,7 +60,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     from geneinfer.commands.demo import evaluate_on
     from geneinfer.evaluate.metrics import share_better
-    from geneinfer.train.pipeline import train_model
+    from geneinfer.train.workflow import train_model
 
     studies = load_studies()
     models = args.models.split(",")

@@ -73,7 +73,8 @@ def _data(X: np.ndarray, ids: list[str], kind: str = "entrez") -> ExpressionData
 
 @pytest.mark.parametrize(
     ("kind", "params"),
-    [("ridge", {}), ("dgex", {"hidden": (32,), "max_epochs": 3, "seed": 0, "progress": False})],
+    [("ridge", {}),
+     ("dgex", {"hidden": (32,), "max_epochs": 3, "random_state": 0, "progress": False})],
 )
 def test_round_trip_identical_predictions(tmp_path, rng, kind, params):
     bundle, X = _bundle(kind, rng, **params)

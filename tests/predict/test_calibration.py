@@ -14,7 +14,7 @@ from geneinfer.io import read, write
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.predict.calibration import CalibratedModel, centering_shift
 from geneinfer.preprocess import to_log2
-from geneinfer.train.pipeline import train_model
+from geneinfer.train.workflow import train_model
 
 N_CALIBRATION = 5
 

@@ -73,7 +73,7 @@ class PanelChoice:
 def load_demo_studies() -> dict[str, ExpressionData]:
     """The embedded microarray studies on log2 with genes collapsed to Entrez ids."""
     from geneinfer.examples import load_embedded
-    from geneinfer.train.pipeline import prepare_expression
+    from geneinfer.train.workflow import prepare_expression
 
     embedded = {k.lower(): v for k, v in load_embedded([n.lower() for n in STUDIES]).items()}
     return {name: prepare_expression(embedded[name.lower()]) for name in STUDIES}
@@ -87,7 +87,7 @@ def load_rnaseq_split(data_dir: Any = None) -> dict[str, ExpressionData] | None:
     """
     from geneinfer.examples import load_embedded
     from geneinfer.genes.ids import has_ensembl, load_id_map
-    from geneinfer.train.pipeline import prepare_expression, validation_split
+    from geneinfer.train.workflow import prepare_expression, validation_split
 
     if not has_ensembl(load_id_map(data_dir=data_dir)):
         return None
@@ -150,7 +150,7 @@ def _model_params(name: str, quick: bool) -> dict[str, Any]:
             "patience": 5,
             "dropout": 0.1,
             "batch_size": 16,
-            "seed": 0,
+            "random_state": 0,
         }
     if name == "knn-ge":
         wanted = {}
@@ -205,7 +205,7 @@ def run_direction(
     data_dir: Any,
     out: Path | None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], PanelChoice]:
-    from geneinfer.train.pipeline import deduplicate, train_model
+    from geneinfer.train.workflow import deduplicate, train_model
 
     train, test = studies[train_name], studies[test_name]
     shared = list(train.gene_ids[train.gene_ids.isin(test.gene_ids)])

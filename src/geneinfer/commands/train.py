@@ -14,7 +14,7 @@ from geneinfer.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from geneinfer.models.registry import MODEL_NAMES
-    from geneinfer.train.pipeline import DEFAULT_MODEL
+    from geneinfer.train.workflow import DEFAULT_MODEL
 
     parser.add_argument(
         "--model",
@@ -88,7 +88,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from geneinfer.models.bundle import check_model_path
-    from geneinfer.train.pipeline import train_model
+    from geneinfer.train.workflow import train_model
 
     check_model_path(args.out)
     params = parse_params(args.param)

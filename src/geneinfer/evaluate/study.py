@@ -992,7 +992,7 @@ class Study:
     def _run_unit(self, model: ModelSpec, fold: Fold, arrays: Mapping[str, Any]) -> dict:
         from geneinfer.evaluate.metrics import within_study_zscore
         from geneinfer.models.registry import make_model
-        from geneinfer.train.pipeline import fit_estimator
+        from geneinfer.train.workflow import fit_estimator
 
         est = make_model(model.name, **model.settings(self.quick))
         if "random_state" in est.get_params(deep=False) and \

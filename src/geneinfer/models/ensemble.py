@@ -43,7 +43,7 @@ class PerGeneSelector(GeneModel):
         Share of samples held out to score candidates when ``X_val`` is not given.
     refit : bool
         After choosing (internal split only), refit the chosen candidates on all samples.
-    seed : int
+    random_state : int
         Seed of the validation split.
 
     Attributes
@@ -67,13 +67,13 @@ class PerGeneSelector(GeneModel):
         candidate_params: dict[str, dict[str, Any]] | None = None,
         validation_fraction: float = 0.2,
         refit: bool = True,
-        seed: int = 0,
+        random_state: int = 0,
     ) -> None:
         self.candidates = candidates
         self.candidate_params = candidate_params
         self.validation_fraction = validation_fraction
         self.refit = refit
-        self.seed = seed
+        self.random_state = random_state
 
     def _resolve(self) -> list[tuple[str, Any]]:
         params = self.candidate_params or {}
@@ -108,7 +108,7 @@ class PerGeneSelector(GeneModel):
                     f"{X.shape[0]} samples cannot be split with validation_fraction="
                     f"{self.validation_fraction}"
                 )
-            perm = np.random.default_rng(self.seed).permutation(X.shape[0])
+            perm = np.random.default_rng(self.random_state).permutation(X.shape[0])
             tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
             X_fit, Y_fit, X_val, Y_val = X[tr], Y[tr], X[va], Y[va]
         else:

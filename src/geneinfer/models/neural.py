@@ -1,4 +1,4 @@
-"""Neural estimators (scikit-learn API) built on the modules of :mod:`geneinfer.models.nn`.
+"""Neural estimators (scikit-learn API) built on the networks of :mod:`geneinfer.models.nn.modules`.
 
 * :class:`DGEX` — the D-GEX multi-layer perceptron (Chen et al., Bioinformatics 2016).
 * :class:`BottleneckMLP` — autoencoder-style network with a narrow code layer.
@@ -6,7 +6,7 @@
 * :class:`RidgeResidualMLP` — ridge regression plus an MLP on its residual; starts exactly at
   the ridge solution, and early stopping keeps it there unless the MLP helps on validation.
 
-All train with :class:`geneinfer.train.loop.Trainer` (validation split or given
+All train with :class:`geneinfer.models.nn.trainer.Trainer` (validation split or given
 ``X_val``/``Y_val``, early stopping, checkpoints and resume, DDP under ``torchrun``) and save
 their fitted state as arrays + JSON (no pickle).
 """
@@ -21,8 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from geneinfer.errors import ConfigError, GeneinferError
 from geneinfer.models.base import GeneModel
-from geneinfer.models.nn import build_module
-from geneinfer.train.loop import BatchSource, TrainConfig, Trainer
+from geneinfer.models.nn.modules import build_module
+from geneinfer.models.nn.trainer import BatchSource, TrainConfig, Trainer
 
 _PREDICT_ROWS = 4096
 _COMMON_DOC = """
@@ -48,7 +48,7 @@ _COMMON_DOC = """
     precision : {"auto", "fp32", "bf16"}
         bf16 autocast where the hardware multiplies bf16 fast (``"auto"``).
     device : {"auto", "cpu", "cuda"}
-    seed : int
+    random_state : int
         Seeds weights, data order and dropout; CPU training is deterministic.
     checkpoint_dir : str, optional
         Folder for checkpoints; rerunning the same fit resumes from the newest one.
@@ -105,7 +105,7 @@ class _NeuralRegressor(GeneModel):
     _COMMON = (
         "recipe", "lr", "batch_size", "max_epochs", "patience", "weight_decay",
         "validation_fraction", "standardize", "target_chunk_size", "precision", "device",
-        "seed", "checkpoint_dir", "checkpoint_every_steps", "progress",
+        "random_state", "checkpoint_dir", "checkpoint_every_steps", "progress",
     )
 
     # ---- subclass hooks -------------------------------------------------------------
@@ -131,7 +131,7 @@ class _NeuralRegressor(GeneModel):
             recipe=self.recipe, lr=self.lr, batch_size=int(self.batch_size),
             max_epochs=int(self.max_epochs), patience=int(self.patience),
             weight_decay=self.weight_decay, precision=self.precision, device=self.device,
-            seed=int(self.seed), checkpoint_dir=self.checkpoint_dir,
+            seed=int(self.random_state), checkpoint_dir=self.checkpoint_dir,
             checkpoint_every_steps=self.checkpoint_every_steps, progress=bool(self.progress),
         )
 
@@ -144,7 +144,7 @@ class _NeuralRegressor(GeneModel):
             return np.arange(n), None
         if n - n_val < 2:
             raise GeneinferError(f"only {n} samples: too few to hold out {n_val} for validation")
-        perm = np.random.default_rng(self.seed).permutation(n)
+        perm = np.random.default_rng(self.random_state).permutation(n)
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     def _stats(self, X, Y, rows) -> None:
@@ -229,7 +229,7 @@ class _NeuralRegressor(GeneModel):
             va = _with_cols(val, cols) if val is not None else None
             kind, config = self._module_spec(tr.n_in, stop - start)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self.seed) + 1000 * i)
+                torch.manual_seed(int(self.random_state) + 1000 * i)
                 module = build_module(kind, tr.n_in, stop - start, **config)
             spec = {"kind": kind, "config": config, "n_in": tr.n_in,
                     "n_out": stop - start, "start": start, "stop": stop}
@@ -332,7 +332,8 @@ class DGEX(_NeuralRegressor):
         self, *, hidden=(3000,), activation="tanh", dropout=0.1, recipe="modern", lr=None,
         batch_size=200, max_epochs=100, patience=10, weight_decay=None,
         validation_fraction=0.1, standardize=True, target_chunk_size=None, precision="auto",
-        device="auto", seed=0, checkpoint_dir=None, checkpoint_every_steps=500, progress=True,
+        device="auto", random_state=0, checkpoint_dir=None, checkpoint_every_steps=500,
+        progress=True,
     ) -> None:
         _set_params(self, locals())
 
@@ -360,7 +361,7 @@ class BottleneckMLP(_NeuralRegressor):
         self, *, encoder=(1000,), bottleneck=128, decoder=(1000,), activation="tanh",
         dropout=0.1, recipe="modern", lr=None, batch_size=200, max_epochs=100, patience=10,
         weight_decay=None, validation_fraction=0.1, standardize=True, target_chunk_size=None,
-        precision="auto", device="auto", seed=0, checkpoint_dir=None,
+        precision="auto", device="auto", random_state=0, checkpoint_dir=None,
         checkpoint_every_steps=500, progress=True,
     ) -> None:
         _set_params(self, locals())
@@ -399,7 +400,7 @@ class LandmarkCNN(_NeuralRegressor):
         self, *, channels=(16, 32), kernel_size=9, hidden=1000, order="cluster",
         activation="relu", dropout=0.1, recipe="modern", lr=None, batch_size=200,
         max_epochs=100, patience=10, weight_decay=None, validation_fraction=0.1,
-        standardize=True, target_chunk_size=None, precision="auto", device="auto", seed=0,
+        standardize=True, target_chunk_size=None, precision="auto", device="auto", random_state=0,
         checkpoint_dir=None, checkpoint_every_steps=500, progress=True,
     ) -> None:
         _set_params(self, locals())
@@ -452,7 +453,7 @@ class RidgeResidualMLP(_NeuralRegressor):
         self, *, hidden=(1000,), alphas=None,
         activation="tanh", dropout=0.1, recipe="modern", lr=None, batch_size=200,
         max_epochs=100, patience=10, weight_decay=None, validation_fraction=0.1,
-        standardize=True, target_chunk_size=None, precision="auto", device="auto", seed=0,
+        standardize=True, target_chunk_size=None, precision="auto", device="auto", random_state=0,
         checkpoint_dir=None, checkpoint_every_steps=500, progress=True,
     ) -> None:
         _set_params(self, locals())

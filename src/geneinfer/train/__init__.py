@@ -1,25 +1,4 @@
-"""Training: the torch training loop (:mod:`.loop`), multi-process training
-(:mod:`.distributed`) and the data-to-model pipeline (:mod:`.pipeline`).
+"""Training workflow: expression files -> a saved-ready inference model (:mod:`.workflow`).
 
-``Trainer``, ``TrainConfig``, ``TrainResult`` and ``BatchSource`` are importable from here;
-they are loaded on first use so that importing :mod:`geneinfer.train` does not import torch.
+The torch training loop itself lives with the models (:mod:`geneinfer.models.nn`).
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_LAZY = {
-    "Trainer": "geneinfer.train.loop",
-    "TrainConfig": "geneinfer.train.loop",
-    "TrainResult": "geneinfer.train.loop",
-    "BatchSource": "geneinfer.train.loop",
-}
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'geneinfer.train' has no attribute {name!r}")

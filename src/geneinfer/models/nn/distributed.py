@@ -1,8 +1,8 @@
 """Multi-process (DistributedDataParallel) training support.
 
 When a script that fits a torch estimator is launched with ``torchrun --nproc-per-node N``
-(environment ``WORLD_SIZE > 1``), :class:`geneinfer.train.loop.Trainer` joins the process group
-(gloo on CPU, NCCL on GPU), wraps the network in ``DistributedDataParallel`` and splits each
+(environment ``WORLD_SIZE > 1``), :class:`geneinfer.models.nn.trainer.Trainer` joins the process
+group (gloo on CPU, NCCL on GPU), wraps the network in ``DistributedDataParallel`` and splits each
 global batch across the ranks. Only rank 0 writes checkpoints and shows progress; every rank
 ends with the same weights.
 """

@@ -311,19 +311,18 @@ def fit_estimator(
     X_valid: np.ndarray | None = None,
     Y_valid: np.ndarray | None = None,
 ) -> bool:
-    """``est.fit(X, Y)``, passing the validation set when ``fit`` accepts one.
+    """``est.fit(X, Y)``, passing ``X_val``/``Y_val`` to models whose ``fit`` takes them.
 
-    Returns whether the validation set was passed (torch models use it for early stopping).
+    Every geneinfer model that uses validation data has the signature
+    ``fit(X, Y, *, X_val=None, Y_val=None)``. Returns whether the validation set was passed
+    (torch models use it for early stopping).
     """
-    sig = inspect.signature(est.fit).parameters
-    kwargs: dict[str, Any] = {}
-    if X_valid is not None and Y_valid is not None:
-        for xn, yn in (("X_val", "Y_val"), ("X_valid", "Y_valid"), ("X_valid", "y_valid")):
-            if xn in sig and yn in sig:
-                kwargs = {xn: X_valid, yn: Y_valid}
-                break
-    est.fit(X, Y, **kwargs)
-    return bool(kwargs)
+    takes = set(inspect.signature(est.fit).parameters)
+    if X_valid is not None and Y_valid is not None and {"X_val", "Y_val"} <= takes:
+        est.fit(X, Y, X_val=X_valid, Y_val=Y_valid)
+        return True
+    est.fit(X, Y)
+    return False
 
 
 def gene_metrics_table(

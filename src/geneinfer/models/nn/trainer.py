@@ -37,7 +37,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from geneinfer.errors import ConfigError
-from geneinfer.train import distributed as D
+from geneinfer.models.nn import distributed as D
 from geneinfer.utils.files import atomic_path
 from geneinfer.utils.memory import reuse_freed_memory
 

@@ -44,7 +44,7 @@ def main() -> None:
     model = DGEX(
         hidden=(args.hidden,), dropout=args.dropout, recipe=args.recipe, max_epochs=args.epochs,
         patience=100, batch_size=args.batch, checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every_steps=args.every, progress=False, device="cpu", seed=3,
+        checkpoint_every_steps=args.every, progress=False, device="cpu", random_state=3,
         precision=args.precision,
     ).fit(X, Y)
     arrays, meta = model.fitted_state()

@@ -11,8 +11,8 @@ from geneinfer.examples import load_embedded
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import Panel
 from geneinfer.models.neural import DGEX
-from geneinfer.train import pipeline
-from geneinfer.train.pipeline import DEFAULT_MODEL, train_model, validation_split
+from geneinfer.train import workflow
+from geneinfer.train.workflow import DEFAULT_MODEL, train_model, validation_split
 
 N_GENES = 1500  # a gene subset keeps the fits fast; samples are all real
 
@@ -157,7 +157,7 @@ def test_user_mistakes_are_clear(studies, panel, tmp_path):
 
 def test_default_model_is_named_constant(studies, panel):
     model = train_model(studies["gse"], panel=panel, dedup=False, progress=False)
-    assert model.info["model"] == DEFAULT_MODEL == pipeline.DEFAULT_MODEL
+    assert model.info["model"] == DEFAULT_MODEL == workflow.DEFAULT_MODEL
 
 
 def test_rnaseq_counts_with_ensembl_ids_train_on_l1000(shared):

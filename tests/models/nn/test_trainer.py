@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from geneinfer.errors import ConfigError
-from geneinfer.models.nn import build_module
-from geneinfer.train.loop import BatchSource, TrainConfig, Trainer
+from geneinfer.models.nn.modules import build_module
+from geneinfer.models.nn.trainer import BatchSource, TrainConfig, Trainer
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_worker.py"
