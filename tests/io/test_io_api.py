@@ -38,7 +38,7 @@ def test_detect_from_name_and_content(shared: Path, tmp_path: Path):
     (tmp_path / "y.dat").write_text("nothing here\n")
     with pytest.raises(InputFormatError, match="format"):
         detect_format(tmp_path / "y.dat")
-    with pytest.raises(GeneinferError, match="unknown format"):
+    with pytest.raises(GeneinferError, match="unknown input format"):
         detect_format("a.gct", format="xls")
 
 

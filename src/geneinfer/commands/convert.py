@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from geneinfer import io
+from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
+from geneinfer.scales import resolve_scale
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def summary(data: ExpressionData, out: str) -> str:
-    """One line: shape, scale, id kind and the number of missing values."""
+    """One line: shape, scale (stated by the file, else detected), id kind and the number of
+    missing values. The values are written as read, whatever their scale."""
     n_missing = data.n_missing()
     miss = f", {n_missing} missing values (kept as NaN)" if n_missing else ""
+    try:
+        scale = resolve_scale(data.values, stated=data.scale, source=data.source).describe()
+    except GeneinferError:  # converting copies the values; say what is off, do not refuse
+        scale = f"{data.scale} (stated; the values disagree)"
     return (
         f"wrote {out}: {data.n_samples} samples x {data.n_genes} genes, "
-        f"scale {data.scale}, gene ids {data.gene_id_kind}{miss}"
+        f"scale {scale}, gene ids {data.gene_id_kind}{miss}"
     )
 
 

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import argparse
 
-from geneinfer.predict.writers import MEMORY_FORMATS, STREAMING_FORMATS
+from geneinfer.calibration import CalibratedModel, centering_shift, fit_offset_calibrator
+from geneinfer.errors import ConfigError
+from geneinfer.io import WRITABLE, read
+from geneinfer.models.bundle import InferenceModel
+from geneinfer.predict import PlanOptions, predict_file
+from geneinfer.scales import CONVERTIBLE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="model directory written by 'geneinfer train'")
     parser.add_argument("--input", required=True, metavar="FILE",
-                        help="landmark profiles, log2 (GCTX, h5ad, GCT, TSV/CSV genes in rows)")
+                        help="profiles with the model's landmarks (GCTX, h5ad, GCT, TSV/CSV, "
+                             "SOFT, series matrix; any scale and gene ids, read as in training)")
     parser.add_argument("--output", required=True, metavar="FILE",
                         help="predictions: .gctx/.h5ad (streamed, resumable) or .gct/.tsv/.csv")
     parser.add_argument("--format", dest="output_format", default=None,
-                        choices=STREAMING_FORMATS + MEMORY_FORMATS,
+                        choices=WRITABLE,
                         help="output format (default: from the output extension)")
     parser.add_argument("--block-size", type=int, default=10000, metavar="N",
                         help="samples per block, the unit of resuming and sharding "
@@ -50,34 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "no change")
     parser.add_argument("--calibrate-scale", action="store_true",
                         help="with --calibrate: also learn a per-gene slope (>= 5 samples)")
+    parser.add_argument("--scale", choices=CONVERTIBLE, default=None,
+                        help="scale of the input values when the file does not say it "
+                             "(default: stated by the file, else detected)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help="folder of public gene tables (maps Ensembl ids in --calibrate)")
+                        help="data folder of public gene tables (Ensembl ids, symbols); "
+                             "default: $GENEINFER_DATA_DIR")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar or messages")
 
 
 def run(args: argparse.Namespace) -> int:
-    from geneinfer.errors import ConfigError
-    from geneinfer.predict import predict_file
-
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     calibrating = args.center_landmarks or args.calibrate or args.calibrate_scale
     model = _calibrated_model(args) if calibrating else args.model
-    result = predict_file(
-        model,
-        args.input,
-        args.output,
-        block_size=args.block_size,
-        batch_size=args.batch_size,
-        output_format=args.output_format,
-        missing_landmarks=args.missing_landmarks,
-        min_r=args.min_r,
-        with_reliability=args.with_reliability,
-        progress=args.progress,
-        workers=args.workers,
-        threads=args.threads,
+    options = PlanOptions(
+        block_size=args.block_size, batch_size=args.batch_size,
+        missing_landmarks=args.missing_landmarks, min_r=args.min_r,
+        with_reliability=args.with_reliability, scale=args.scale, data_dir=args.data_dir,
     )
+    result = predict_file(model, args.input, args.output, options=options,
+                          output_format=args.output_format, progress=args.progress,
+                          workers=args.workers, threads=args.threads)
     if args.progress and result.n_samples:
         rate = result.n_samples / result.seconds if result.seconds else float("nan")
         print(f"geneinfer: wrote {result.n_samples} profiles x {result.n_genes} genes to "
@@ -85,24 +86,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrated_model(args: argparse.Namespace):
+def _calibrated_model(args: argparse.Namespace) -> CalibratedModel:
     """The saved model wrapped with the calibration the options ask for."""
-    from geneinfer import io as gio
-    from geneinfer.errors import ConfigError
-    from geneinfer.models.bundle import InferenceModel
-    from geneinfer.predict.calibration import (
-        CalibratedModel,
-        centering_shift,
-        fit_offset_calibrator,
-    )
-
     if args.calibrate_scale and not args.calibrate:
         raise ConfigError("--calibrate-scale needs --calibrate FILE")
     model = InferenceModel.load(args.model, device="cpu")
-    shift = centering_shift(model, args.input) if args.center_landmarks else None
+    shift = (centering_shift(model, args.input, data_dir=args.data_dir)
+             if args.center_landmarks else None)
     calibrator = None
     if args.calibrate:
-        profiles = gio.read(args.calibrate)
+        profiles = read(args.calibrate)
         calibrator, n_genes = fit_offset_calibrator(
             model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
             landmark_shift=shift,

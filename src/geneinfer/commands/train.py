@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from geneinfer.errors import ConfigError
+from geneinfer.models.bundle import check_model_path
+from geneinfer.models.registry import MODEL_NAMES
+from geneinfer.scales import CONVERTIBLE
+from geneinfer.train.workflow import DEFAULT_MODEL, train_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from geneinfer.models.registry import MODEL_NAMES
-    from geneinfer.train.workflow import DEFAULT_MODEL
-
     parser.add_argument(
         "--model",
         default="default",
@@ -45,9 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="model hyper-parameter (repeatable); VALUE is read as JSON when it parses, "
-        "e.g. --param hidden=[3000,3000] --param max_epochs=50",
+        "e.g. --param alphas=[1,10,100] (ridge), --param hidden=[3000,3000] --param "
+        "max_epochs=50 (dgex)",
     )
-    parser.add_argument("--data-dir", metavar="DIR", help="cache folder of public reference data")
+    parser.add_argument(
+        "--scale", choices=CONVERTIBLE, default=None,
+        help="scale of the training values when the files do not say it "
+        "(default: stated by each file, else detected)",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="data folder of public gene tables (panels, Ensembl ids); "
+        "default: $GENEINFER_DATA_DIR, then the download cache",
+    )
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device"
     )
@@ -75,7 +86,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key.isidentifier():
-            raise ConfigError(f"--param {item!r}: expected KEY=VALUE, e.g. alpha=10")
+            raise ConfigError(f"--param {item!r}: expected KEY=VALUE, e.g. max_epochs=50")
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -87,9 +98,6 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geneinfer.models.bundle import check_model_path
-    from geneinfer.train.workflow import train_model
-
     check_model_path(args.out)
     params = parse_params(args.param)
     # Torch models checkpoint here so an interrupted run resumes when the same command is
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         panel=args.panel,
         valid=args.valid,
         params=params,
+        scale=args.scale,
         data_dir=args.data_dir,
         dedup=not args.no_dedup,
         quantile=not args.no_quantile,
@@ -133,7 +142,8 @@ def format_summary(model: Any, path: Any = None) -> str:
     info = model.info
     panel = info.get("panel", {})
     missing = panel.get("landmarks_missing", [])
-    lines = [
+    lines = [f"input        {item['summary']}" for item in info.get("inputs", [])]
+    lines += [
         f"model        {info.get('model')} ({model.n_landmarks} landmarks -> "
         f"{model.n_targets} targets)",
         f"panel        {panel.get('panel')}: {panel.get('landmarks_found')} of "

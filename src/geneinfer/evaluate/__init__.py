@@ -1,6 +1,7 @@
 """Evaluation: per-gene metrics (D-GEX style) and train / validation / test splits."""
 
 from geneinfer.evaluate.metrics import (
+    gene_scores,
     mae,
     per_gene_ccc,
     per_gene_mae,
@@ -15,6 +16,7 @@ from geneinfer.evaluate.splits import Split, external_test, leave_one_group_out,
 __all__ = [
     "Split",
     "external_test",
+    "gene_scores",
     "leave_one_group_out",
     "mae",
     "per_gene_ccc",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from geneinfer.errors import GeneinferError
 
@@ -89,6 +90,22 @@ def per_gene_ccc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         ccc = 2.0 * syp / denom
     return np.where((n < 2) | ~(denom > 0), np.nan, ccc)
+
+
+def gene_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
+    """Every per-gene score at once: ``mae``, ``rmse``, ``r`` (Pearson), ``ccc`` (Lin) and
+    ``n`` (complete pairs), one row per gene (column of ``Y``).
+
+    The one per-gene scoring used by training summaries, the study, the demo and the report.
+    """
+    _, _, both = _pair(Y, P)
+    return pd.DataFrame({
+        "mae": per_gene_mae(Y, P),
+        "rmse": per_gene_rmse(Y, P),
+        "r": per_gene_pearson(Y, P),
+        "ccc": per_gene_ccc(Y, P),
+        "n": both.sum(axis=0),
+    })
 
 
 def share_better(err_model: np.ndarray, err_baseline: np.ndarray) -> float:

@@ -1,62 +1,69 @@
 """Gene identities and panels.
 
-* :func:`standard_annotation` - symbol / Entrez / Ensembl of each gene from whatever
-  annotation columns a file has.
-* :func:`collapse_probes` - HG-U133A probes -> Entrez genes (mean of a gene's probes).
-* :func:`map_gene_ids` / :class:`GeneIdMap` / :func:`load_id_map` - Ensembl <-> Entrez <->
-  symbols.
-* :func:`get_panel` (``"l1000"``, ``"dgex"`` or a file), :func:`panel_coverage`,
+* :mod:`.annotation` - recognise annotation columns (``pr_gene_id``, ``Gene Symbol``, ...) and
+  clean their ids.
+* :mod:`.mapping` - the one mapping of any input's genes onto canonical (Entrez) ids:
+  :func:`plan_gene_mapping`, :func:`collapse_probes`, :func:`map_gene_ids`.
+* :mod:`.ids` - :class:`GeneIdMap` / :func:`load_id_map`: Ensembl <-> Entrez <-> symbols.
+* :mod:`.probes` - platform annotations (probe -> gene).
+* :mod:`.panels` - :func:`get_panel` (``"l1000"``, ``"dgex"`` or a file),
   :func:`select_landmarks`.
+* :mod:`.matching` - which panel genes a data set has: :func:`match_panel`.
 """
 
-from geneinfer.genes.ids import (
-    GeneIdMap,
-    MappingReport,
+from geneinfer.genes.annotation import (
+    annotate,
     clean_ensembl,
     clean_entrez,
     clean_symbol,
+    find_column,
+    standard_annotation,
+)
+from geneinfer.genes.ids import (
+    GeneIdMap,
     load_id_map,
-    map_gene_ids,
     read_dgex_map,
     read_lincs_gene_info,
-    standard_annotation,
+)
+from geneinfer.genes.mapping import (
+    GeneMapping,
+    MappingReport,
+    aggregate_columns,
+    collapse_probes,
+    map_gene_ids,
+    map_genes,
+    plan_gene_mapping,
 )
 from geneinfer.genes.panels import (
     Panel,
-    PanelCoverage,
     dgex_panel,
     get_panel,
     l1000_panel,
-    panel_coverage,
     read_panel_file,
     select_landmarks,
 )
-from geneinfer.genes.probes import (
-    ProbeCollapseReport,
-    aggregate_columns,
-    collapse_probes,
-    load_probe_annotation,
-    read_platform_annotation,
-)
+from geneinfer.genes.probes import load_probe_annotation, read_platform_annotation
 
 __all__ = [
     "GeneIdMap",
+    "GeneMapping",
     "MappingReport",
     "Panel",
-    "PanelCoverage",
-    "ProbeCollapseReport",
     "aggregate_columns",
+    "annotate",
     "clean_ensembl",
     "clean_entrez",
     "clean_symbol",
     "collapse_probes",
     "dgex_panel",
+    "find_column",
     "get_panel",
     "l1000_panel",
     "load_id_map",
     "load_probe_annotation",
     "map_gene_ids",
-    "panel_coverage",
+    "map_genes",
+    "plan_gene_mapping",
     "read_dgex_map",
     "read_lincs_gene_info",
     "read_panel_file",

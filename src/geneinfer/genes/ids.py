@@ -1,11 +1,11 @@
-"""Gene identities: recognise annotation columns, clean ids, and map Ensembl/symbols/Entrez.
+"""Gene id maps: convert between symbols, Entrez ids and Ensembl ids.
 
 The canonical gene id of geneinfer (microarray and L1000 data) is the **Entrez id as a
-string**. Files name their annotation columns in many ways (``pr_gene_id`` in CMap GCT files,
-``ENTREZ_GENE_ID`` / ``Gene Symbol`` in GEO platform tables, ``gene_id`` in count tables);
-:func:`standard_annotation` finds them. :class:`GeneIdMap` converts between symbols, Entrez and
-Ensembl ids; :func:`load_id_map` builds one from whatever gene tables are available offline
-(D-GEX maps, LINCS gene table, GPL96 annotation) or from the HGNC complete set.
+string**. :class:`GeneIdMap` converts between symbols, Entrez and Ensembl ids;
+:func:`load_id_map` builds one from whatever gene tables are available offline (the D-GEX
+maps, the LINCS gene table or the landmark list shipped with geneinfer, the GPL96 annotation)
+or from the HGNC complete set. Mapping the genes of a data set onto canonical ids is
+:mod:`geneinfer.genes.mapping`.
 """
 
 from __future__ import annotations
@@ -13,197 +13,21 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError, InputFormatError
-from geneinfer.expression import ExpressionData
-from geneinfer.idkinds import ENTREZ_RE, detect_id_kind, id_kind_of
+from geneinfer.errors import ConfigError, InputFormatError
+from geneinfer.genes.annotation import KINDS, clean_ensembl, clean_entrez, clean_symbol
+from geneinfer.genes.probes import load_probe_annotation
+from geneinfer.idkinds import id_kind_of
 from geneinfer.public_data import fetch, locate
 
 log = logging.getLogger(__name__)
 
-KINDS = ("symbol", "entrez", "ensembl")
-
-# Normalised column names (lower case, runs of space/_/./- as "_") per identity kind, most
-# specific first: a file's own columns (pr_gene_id, ENTREZ_GENE_ID) win over derived generic
-# ones (entrez, symbol) because only they still show multi-gene entries ("1 /// 2"). Columns
-# that several conventions use for different ids (gene_id, id, name) are checked by content.
-SYMBOL_ALIASES = (
-    "pr_gene_symbol", "gene_symbol", "genesymbol", "hgnc_symbol", "symbol", "gene_name",
-    "symbols", "gene", "description",
-)
-ENTREZ_ALIASES = (
-    "pr_gene_id", "entrez_gene_id", "entrezgeneid", "entrez_gene", "ncbi_gene_id", "gene_id",
-    "geneid", "entrez_id", "entrezid", "entrez",
-)
-ENSEMBL_ALIASES = (
-    "ensembl_gene_id", "ensembl_id", "ensembl_gene", "ensembl", "ensg", "gene_id", "name", "id",
-)
-
-_MISSING = {"", "na", "nan", "none", "null", "-666", "---", "-", "n/a", "#n/a"}
-# the start of an Ensembl gene id (a cleaned id drops the version that ENSEMBL_RE allows)
-_ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}")
-_MULTI = re.compile(r"\s*///\s*|\s*//\s*|\s*;\s*|\s*\|\s*")
-
-
-def _norm(name: object) -> str:
-    return re.sub(r"[\s_.\-]+", "_", str(name).strip().lower())
-
-
-def _split_multi(value: str) -> list[str]:
-    return [p for p in _MULTI.split(value) if p]
-
-
-def _texts(values: Iterable[object]) -> tuple[pd.Series, pd.Series]:
-    """Stripped strings of ``values`` and a mask of missing markers (NaN, ``-666``, ``NA``)."""
-    s = pd.Series(list(values) if not isinstance(values, pd.Series) else values.to_numpy(),
-                  dtype=object)
-    text = s.astype(str).str.strip()
-    missing = s.isna().to_numpy() | text.str.lower().isin(_MISSING).to_numpy()
-    return text, pd.Series(missing)
-
-
-def _entrez_one(text: str) -> tuple[str | None, bool]:
-    parts = {re.sub(r"\.0$", "", p) for p in _split_multi(text)}
-    parts = {p for p in parts if p.lower() not in _MISSING}
-    if len(parts) == 1 and ENTREZ_RE.match(next(iter(parts))):
-        return next(iter(parts)), False
-    return None, len(parts) > 1
-
-
-def clean_entrez(values: Iterable[object]) -> tuple[pd.Series, pd.Series]:
-    """Entrez ids as clean strings.
-
-    Returns ``(entrez, ambiguous)``: ``"780.0"`` becomes ``"780"``; missing markers
-    (``-666``, ``""``, ``NA``) become ``None``; several different ids (``"1 /// 2"``) become
-    ``None`` with ``ambiguous`` True.
-    """
-    text, missing = _texts(values)
-    out = np.full(len(text), None, dtype=object)
-    amb = np.zeros(len(text), dtype=bool)
-    simple = text.str.fullmatch(r"\d+(?:\.0)?").to_numpy() & ~missing.to_numpy()
-    out[simple] = text[simple].str.replace(r"\.0$", "", regex=True).to_numpy()
-    # Only the rare multi-gene / odd entries go through the slow per-item path.
-    raw = text.to_numpy()
-    for i in np.flatnonzero(~simple & ~missing.to_numpy()):
-        out[i], amb[i] = _entrez_one(raw[i])
-    return pd.Series(out, dtype=object), pd.Series(amb, dtype=bool)
-
-
-def clean_symbol(values: Iterable[object]) -> pd.Series:
-    """Gene symbols, ``None`` for missing or multi-gene (``"A /// B"``) entries."""
-    text, missing = _texts(values)
-    out = np.full(len(text), None, dtype=object)
-    multi = text.str.contains(r"//|;|\|", regex=True).to_numpy()
-    simple = ~missing.to_numpy() & ~multi
-    out[simple] = text[simple].to_numpy()
-    raw = text.to_numpy()
-    for i in np.flatnonzero(multi & ~missing.to_numpy()):
-        parts = [p for p in _split_multi(raw[i]) if p.lower() not in _MISSING]
-        out[i] = parts[0] if len(set(parts)) == 1 else None
-    return pd.Series(out, dtype=object)
-
-
-def clean_ensembl(values: Iterable[object]) -> pd.Series:
-    """Ensembl gene ids without their version (``ENSG00000000419.12`` -> ``ENSG00000000419``)."""
-    text, missing = _texts(values)
-    ok = text.str.match(_ENSEMBL_RE).to_numpy() & ~missing.to_numpy()
-    out = pd.Series([None] * len(text), dtype=object)
-    out[ok] = text[ok].str.replace(r"\.\d+", "", n=1, regex=True).to_numpy()
-    return out
-
-
-def _looks_like(values: pd.Series, kind: str) -> bool:
-    """Whether most non-missing values of a column are ids of ``kind``."""
-    vals = values.dropna().astype(str).str.strip()
-    vals = vals[~vals.str.lower().isin(_MISSING)]
-    if len(vals) > 5000:  # a spread-out sample decides as well as the whole column
-        vals = vals.iloc[:: len(vals) // 5000 + 1]
-    if vals.empty:
-        return False
-    if kind == "entrez":
-        first = vals.map(lambda s: re.sub(r"\.0$", "", _split_multi(s)[0]) if s else s)
-        return bool(first.str.match(ENTREZ_RE).mean() >= 0.9)
-    if kind == "ensembl":
-        return bool(vals.str.match(_ENSEMBL_RE).mean() >= 0.9)
-    # symbols: short, no spaces, not numbers, not Ensembl ids
-    ok = ~vals.str.contains(r"\s", regex=True) | vals.str.contains("///", regex=False)
-    ok &= ~vals.str.match(ENTREZ_RE) & ~vals.str.match(_ENSEMBL_RE)
-    return bool(ok.mean() >= 0.9)
-
-
-def find_column(meta: pd.DataFrame, kind: str) -> str | None:
-    """The metadata column holding ``kind`` ids (by name alias, confirmed by content)."""
-    aliases = {"symbol": SYMBOL_ALIASES, "entrez": ENTREZ_ALIASES, "ensembl": ENSEMBL_ALIASES}[kind]
-    by_norm = {_norm(c): c for c in meta.columns}
-    for alias in aliases:
-        col = by_norm.get(alias)
-        if col is not None and _looks_like(meta[col], kind):
-            return col
-    return None
-
-
-def standard_annotation(data: ExpressionData) -> pd.DataFrame:
-    """``symbol``, ``entrez`` and ``ensembl`` of each gene (``None`` where unknown).
-
-    Uses the gene ids themselves when ``data.gene_id_kind`` says what they are (or they
-    clearly are Entrez/Ensembl ids), and otherwise recognised metadata columns such as
-    ``pr_gene_symbol`` / ``pr_gene_id`` (CMap GCT), ``Gene Symbol`` / ``ENTREZ_GENE_ID`` (GEO
-    platform tables) or ``gene_id`` (count tables). ``-666`` and multi-gene entries
-    (``"1 /// 2"``) count as unknown. Index: ``data.gene_ids``.
-    """
-    ids = pd.Series(data.gene_ids, index=data.gene_ids)
-    kind = data.gene_id_kind
-    if kind == "unknown":
-        kind = detect_id_kind(data.gene_ids)
-    ann = pd.DataFrame(index=data.gene_ids, columns=list(KINDS), dtype=object)
-    cleaners = {"symbol": clean_symbol, "entrez": lambda v: clean_entrez(v)[0],
-                "ensembl": clean_ensembl}
-    for k in KINDS:
-        if kind == k:
-            ann[k] = cleaners[k](ids.to_numpy()).to_numpy()
-            continue
-        col = find_column(data.genes, k)
-        if col is not None:
-            ann[k] = cleaners[k](data.genes[col].to_numpy()).to_numpy()
-    return ann.astype(object).where(ann.notna(), None)
-
 
 # ---------------------------------------------------------------------------- id maps
-@dataclass
-class MappingReport:
-    """What :func:`map_gene_ids` did: counts and the ids it could not map."""
-
-    source_kind: str
-    target_kind: str
-    n_input: int
-    n_mapped: int
-    n_output: int
-    unmapped: list[str] = field(default_factory=list)
-
-    @property
-    def n_unmapped(self) -> int:
-        return len(self.unmapped)
-
-    @property
-    def n_merged(self) -> int:
-        """Input genes folded into another one because they map to the same id."""
-        return self.n_mapped - self.n_output
-
-    def summary(self) -> str:
-        return (
-            f"mapped {self.n_mapped} of {self.n_input} {self.source_kind} ids to "
-            f"{self.n_output} {self.target_kind} ids ({self.n_unmapped} unmapped, "
-            f"{self.n_merged} merged into another gene)"
-        )
-
-
 class GeneIdMap:
     """A table of (symbol, Entrez, Ensembl) triples for converting gene ids.
 
@@ -438,8 +262,6 @@ def _build_id_map(
     lincs_s: tuple[str, float] | None,
     dgex_s: tuple[tuple[str, float] | None, ...],
 ) -> GeneIdMap:
-    from geneinfer.genes.probes import load_probe_annotation
-
     gpl96 = load_probe_annotation("GPL96")
     maps: list[GeneIdMap] = []
     if hgnc_s is not None:
@@ -459,82 +281,3 @@ def _build_id_map(
 
 def has_ensembl(id_map: GeneIdMap) -> bool:
     return bool(id_map.table["ensembl"].notna().any())
-
-
-def map_gene_ids(
-    data: ExpressionData,
-    *,
-    to: str = "entrez",
-    id_map: GeneIdMap | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-    how: str = "auto",
-    return_report: bool = False,
-) -> ExpressionData | tuple[ExpressionData, MappingReport]:
-    """Re-key genes to another id kind (e.g. GEUVADIS Ensembl ids -> Entrez).
-
-    Genes whose id cannot be mapped are dropped and listed in the report (also logged).
-    Several genes mapping to one id are merged: summed for ``counts`` data, NaN-aware mean
-    otherwise (``how="sum"|"mean"`` overrides).
-
-    Parameters
-    ----------
-    to
-        ``"entrez"``, ``"ensembl"`` or ``"symbol"``.
-    id_map
-        Defaults to :func:`load_id_map` (``data_dir`` is passed on).
-    return_report
-        Also return a :class:`MappingReport`.
-    """
-    from geneinfer.genes.probes import aggregate_columns
-
-    src = data.gene_id_kind if data.gene_id_kind != "unknown" else detect_id_kind(data.gene_ids)
-    if src == "probe":
-        raise GeneinferError(
-            f"{data.source or 'data'} has probe ids; collapse them to genes first "
-            "(geneinfer.genes.collapse_probes)"
-        )
-    if src not in KINDS or to not in KINDS:
-        raise ConfigError(f"cannot map gene ids from {src!r} to {to!r}; kinds are {KINDS}")
-    if src == to:
-        report = MappingReport(src, to, data.n_genes, data.n_genes, data.n_genes)
-        return (data, report) if return_report else data
-    id_map = id_map if id_map is not None else load_id_map(data_dir=data_dir)
-    if src == "ensembl" and not has_ensembl(id_map):
-        raise DataUnavailableError(
-            "no Ensembl gene table is available: put genes/dgex_map_lm.txt and dgex_map_tg.txt "
-            "or genes/hgnc_complete_set.txt in the data folder (--data-dir), or run "
-            "`geneinfer data fetch hgnc_complete_set`"
-        )
-    target = id_map.lookup(data.gene_ids, src=src, dst=to)
-    ok = target.notna().to_numpy()
-    if not ok.any():
-        raise GeneinferError(
-            f"none of the {data.n_genes} {src} ids of {data.source or 'the data'} could be "
-            f"mapped to {to} ids (e.g. {', '.join(data.gene_ids[:3])}) with {id_map!r}"
-        )
-    unmapped = list(data.gene_ids[~ok])
-    new_ids = pd.Index(target[ok].astype(str).to_numpy())
-    uniq, codes = np.unique(new_ids.to_numpy(), return_inverse=True)
-    # Keep the first-appearance order of the new ids (np.unique sorts).
-    first = pd.Index(new_ids).drop_duplicates()
-    order = pd.Index(uniq).get_indexer(first)
-    remap = np.empty(len(uniq), dtype=np.int64)
-    remap[order] = np.arange(len(uniq))
-    codes = remap[codes]
-    mode = how if how != "auto" else ("sum" if data.scale == "counts" else "mean")
-    values = aggregate_columns(data.values[:, ok], codes, len(uniq), how=mode)
-    kept = data.gene_ids[ok]
-    source_ids = pd.Series(kept).groupby(codes).agg(";".join).sort_index()
-    genes = pd.DataFrame({to: first.to_numpy()}, index=first)
-    for k in KINDS:
-        if k != to:
-            genes[k] = id_map.lookup(first, src=to, dst=k).to_numpy()
-    genes[f"{src}_ids"] = source_ids.to_numpy()
-    genes["n_merged"] = np.bincount(codes, minlength=len(uniq))
-    genes = genes[[*KINDS, f"{src}_ids", "n_merged"]]
-    out = ExpressionData(values=values, gene_ids=first, sample_ids=data.sample_ids, genes=genes,
-                         samples=data.samples, scale=data.scale, gene_id_kind=to,
-                         source=data.source)
-    report = MappingReport(src, to, data.n_genes, int(ok.sum()), len(first), unmapped)
-    log.info("%s: %s", data.source or "data", report.summary())
-    return (out, report) if return_report else out

@@ -27,7 +27,6 @@ from geneinfer.genes.ids import (
     load_id_map,
     read_dgex_map,
     read_lincs_gene_info,
-    standard_annotation,
 )
 from geneinfer.genes.probes import load_probe_annotation
 from geneinfer.public_data import fetch, locate
@@ -84,84 +83,6 @@ class Panel:
     def __repr__(self) -> str:
         tg = "all other genes" if self.targets is None else f"{len(self.targets)} targets"
         return f"Panel({self.name!r}: {len(self.landmarks)} landmarks, {tg})"
-
-    def targets_in(self, data: ExpressionData) -> list[str]:
-        """The panel's targets present in ``data`` (or all its non-landmark genes)."""
-        ids = _canonical_ids(data)
-        if self.targets is None:
-            lm = set(self.landmarks)
-            return [g for g in ids if g not in lm]
-        have = set(ids)
-        return [g for g in self.targets if g in have]
-
-
-@dataclass
-class PanelCoverage:
-    """How much of a panel a data set has. Nothing is dropped silently: missing ids are listed."""
-
-    panel: str
-    source: str | None
-    n_landmarks: int
-    landmarks_found: list[str]
-    landmarks_missing: list[str]
-    n_targets: int | None
-    targets_found: list[str]
-    targets_missing: list[str]
-    unresolved: list[str]
-
-    @property
-    def n_landmarks_found(self) -> int:
-        return len(self.landmarks_found)
-
-    @property
-    def n_targets_found(self) -> int:
-        return len(self.targets_found)
-
-    @property
-    def landmark_fraction(self) -> float:
-        return self.n_landmarks_found / self.n_landmarks if self.n_landmarks else 0.0
-
-    def summary(self) -> str:
-        tg = (f"{self.n_targets_found} targets (all non-landmark genes)" if self.n_targets is None
-              else f"{self.n_targets_found}/{self.n_targets} targets")
-        extra = f"; {len(self.unresolved)} panel ids unresolved" if self.unresolved else ""
-        return (f"panel {self.panel} on {self.source or 'data'}: "
-                f"{self.n_landmarks_found}/{self.n_landmarks} landmarks, {tg} found{extra}")
-
-
-def _canonical_ids(data: ExpressionData) -> list[str]:
-    """The data's genes as canonical ids (Entrez), matched via its annotation if needed."""
-    if data.gene_id_kind == "entrez":
-        return list(data.gene_ids)
-    ent = standard_annotation(data)["entrez"]
-    if ent.notna().sum() == 0:
-        raise GeneinferError(
-            f"{data.source or 'data'} has {data.gene_id_kind} gene ids without Entrez ids; "
-            "collapse probes (collapse_probes) or map ids (map_gene_ids) first"
-        )
-    return [e for e in ent if e is not None]
-
-
-def panel_coverage(panel: Panel, data: ExpressionData) -> PanelCoverage:
-    """Found and missing landmark/target genes of ``panel`` in ``data``."""
-    have = set(_canonical_ids(data))
-    lm_found = [g for g in panel.landmarks if g in have]
-    lm_missing = [g for g in panel.landmarks if g not in have]
-    if panel.targets is None:
-        lm = set(panel.landmarks)
-        tg_found = [g for g in _canonical_ids(data) if g not in lm]
-        tg_missing: list[str] = []
-    else:
-        tg_found = [g for g in panel.targets if g in have]
-        tg_missing = [g for g in panel.targets if g not in have]
-    cov = PanelCoverage(
-        panel=panel.name, source=data.source, n_landmarks=len(panel.landmarks),
-        landmarks_found=lm_found, landmarks_missing=lm_missing,
-        n_targets=None if panel.targets is None else len(panel.targets),
-        targets_found=tg_found, targets_missing=tg_missing, unresolved=list(panel.unresolved),
-    )
-    log.info(cov.summary())
-    return cov
 
 
 # ---------------------------------------------------------------------------- named panels

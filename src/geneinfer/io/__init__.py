@@ -7,8 +7,9 @@ read only), ``series-matrix`` (GEO, read only), ``tsv`` / ``csv`` (delimited tab
 
 >>> data = read("profiles.gct.gz")                      # doctest: +SKIP
 >>> write(data, "profiles.gctx")                        # doctest: +SKIP
->>> for block in iter_sample_blocks("big.gctx", block_size=10_000):  # doctest: +SKIP
-...     ...
+>>> with open_blocks("big.gctx") as reader:              # doctest: +SKIP
+...     for block in reader.iter_blocks(10_000):
+...         ...
 
 Every reader raises :class:`~geneinfer.errors.InputFormatError` (file, line or dataset,
 what was expected) on malformed input; missing values stay NaN. Writers are atomic.
@@ -20,20 +21,34 @@ from collections.abc import Iterator, Sequence
 
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
-from geneinfer.io._common import NA_TOKENS
-from geneinfer.io.detect import FORMATS, WRITABLE, detect_format, output_format
-from geneinfer.io.gct import iter_gct_blocks, peek_gct, read_gct, write_gct
-from geneinfer.io.gctx import GCTXWriter, iter_gctx_blocks, peek_gctx, read_gctx, write_gctx
+from geneinfer.io._common import NA_TOKENS, open_text, translate_errors
+from geneinfer.io.blocks import BlockReader, MemoryBlocks
+from geneinfer.io.formats import (
+    FORMATS,
+    STREAMED,
+    WRITABLE,
+    detect_format,
+    format_from_name,
+    output_format,
+)
+from geneinfer.io.gct import GCTBlocks, peek_gct, read_gct, write_gct
+from geneinfer.io.gctx import GCTXBlocks, GCTXWriter, peek_gctx, read_gctx, write_gctx
+from geneinfer.io.h5ad import H5adBlocks, peek_h5ad, read_h5ad, write_h5ad
 from geneinfer.io.soft import read_series_matrix, read_soft, read_soft_platform, soft_platforms
-from geneinfer.io.table import iter_table_blocks, peek_table, read_table, write_table
+from geneinfer.io.table import TableBlocks, peek_table, read_table, write_table
 
 __all__ = [
     "FORMATS",
     "NA_TOKENS",
+    "STREAMED",
     "WRITABLE",
+    "BlockReader",
     "GCTXWriter",
     "detect_format",
+    "format_from_name",
     "iter_sample_blocks",
+    "open_blocks",
+    "open_text",
     "peek",
     "read",
     "read_gct",
@@ -42,6 +57,7 @@ __all__ = [
     "read_soft",
     "read_table",
     "soft_platforms",
+    "translate_errors",
     "write",
     "write_gct",
     "write_gctx",
@@ -90,8 +106,6 @@ def read(path, *, format: str | None = None, **opts) -> ExpressionData:
             path, sep=opts.get("sep") or _TABLE_SEP[fmt], orientation=opts.get("orientation")
         )
     _only(fmt, opts, set())
-    from geneinfer.io.h5ad import read_h5ad
-
     return read_h5ad(path)
 
 
@@ -119,9 +133,40 @@ def write(data: ExpressionData, path, *, format: str | None = None, **opts) -> N
         )
     else:
         _only(fmt, opts, {"compression"})
-        from geneinfer.io.h5ad import write_h5ad
-
         write_h5ad(data, path, **opts)
+
+
+def open_blocks(source, *, format: str | None = None, **opts) -> BlockReader:
+    """Random access to the samples of a file (or of in-memory data), one block at a time.
+
+    GCTX and h5ad slice the on-disk matrix; GCT and TSV/CSV are parsed once into a spool
+    (memory, or a temporary file when large); SOFT and series-matrix files are read whole.
+    Use as a context manager: ``with open_blocks(path) as reader: reader.read(0, 100)``.
+
+    Parameters
+    ----------
+    source
+        A path, or an :class:`~geneinfer.expression.ExpressionData`.
+    format, **opts
+        As for :func:`read`.
+    """
+    if isinstance(source, ExpressionData):
+        return MemoryBlocks(source)
+    fmt = detect_format(source, format=format)
+    if fmt == "gctx":
+        _only(fmt, opts, set())
+        return GCTXBlocks(source)
+    if fmt == "gct":
+        _only(fmt, opts, set())
+        return GCTBlocks(source)
+    if fmt in _TABLE_SEP:
+        _only(fmt, opts, {"orientation", "sep"})
+        return TableBlocks(source, sep=opts.get("sep") or _TABLE_SEP[fmt],
+                           orientation=opts.get("orientation"))
+    if fmt == "h5ad":
+        _only(fmt, opts, set())
+        return H5adBlocks(source)
+    return MemoryBlocks(read(source, format=fmt, **opts), path=source)
 
 
 def iter_sample_blocks(
@@ -132,38 +177,12 @@ def iter_sample_blocks(
     format: str | None = None,
     **opts,
 ) -> Iterator[ExpressionData]:
-    """Yield the file's samples in consecutive blocks of at most ``block_size``.
-
-    GCTX uses HDF5 slicing and h5ad anndata's backed mode (memory ~ one block); text
-    formats are read incrementally (genes-in-rows files: one parse per block, see
-    :func:`iter_gct_blocks`). ``genes`` restricts every block to those genes (in order).
-    SOFT / series-matrix files are small enough to be read whole and then split.
-    """
+    """Yield the file's samples in consecutive blocks of at most ``block_size``
+    (:func:`open_blocks`); ``genes`` restricts every block to those genes (in order)."""
     if block_size < 1:
-        raise GeneinferError(f"block_size must be positive, got {block_size}")
-    fmt = detect_format(path, format=format)
-    if fmt == "gctx":
-        yield from iter_gctx_blocks(path, block_size=block_size, genes=genes)
-    elif fmt == "gct":
-        yield from iter_gct_blocks(path, block_size=block_size, genes=genes)
-    elif fmt in _TABLE_SEP:
-        yield from iter_table_blocks(
-            path,
-            block_size=block_size,
-            genes=genes,
-            sep=opts.get("sep") or _TABLE_SEP[fmt],
-            orientation=opts.get("orientation"),
-        )
-    elif fmt == "h5ad":
-        from geneinfer.io.h5ad import iter_h5ad_blocks
-
-        yield from iter_h5ad_blocks(path, block_size=block_size, genes=genes)
-    else:
-        data = read(path, format=fmt, **opts)
-        if genes is not None:
-            data = data.select_genes(list(genes))
-        for start in range(0, data.n_samples, block_size):
-            yield data.select_samples(slice(start, start + block_size))
+        raise GeneinferError(f"block_size must be a positive number of samples, got {block_size}")
+    with open_blocks(path, format=format, **opts) as reader:
+        yield from reader.iter_blocks(block_size, genes=genes)
 
 
 def peek(path, *, format: str | None = None, **opts) -> tuple[int, int, list[str]]:
@@ -179,8 +198,6 @@ def peek(path, *, format: str | None = None, **opts) -> tuple[int, int, list[str
             path, sep=opts.get("sep") or _TABLE_SEP[fmt], orientation=opts.get("orientation")
         )
     if fmt == "h5ad":
-        from geneinfer.io.h5ad import peek_h5ad
-
         return peek_h5ad(path)
     data = read(path, format=fmt, **opts)
     return data.n_samples, data.n_genes, list(data.gene_ids)

@@ -250,6 +250,21 @@ def check_unique(path: PathLike, ids: Sequence[str], *, what: str, where: int | 
         )
 
 
+def check_chunk_ids(
+    path: PathLike, ids: list, seen: set[str], *, what: str, first_line: int
+) -> None:
+    """Every id of a chunk of rows is a non-empty string not seen in this or an earlier
+    chunk (``seen`` is updated); errors name the line (``first_line`` = the chunk's first)."""
+    for k, item in enumerate(ids):
+        if not isinstance(item, str) or not item.strip():
+            raise InputFormatError(path, f"empty {what} id", where=first_line + k,
+                                   expected=f"a {what} id in the first field")
+        if item in seen:
+            raise InputFormatError(path, f"duplicate {what} id {item!r}", where=first_line + k,
+                                   expected=f"unique {what} ids")
+        seen.add(item)
+
+
 def is_na_token(text: str) -> bool:
     return text.strip() in _NA_SET
 

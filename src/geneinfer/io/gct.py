@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from geneinfer.io._common import (
     NA_TOKENS,
     PathLike,
     add_derived_gene_columns,
+    check_chunk_ids,
     check_readable,
     check_unique,
     format_block,
@@ -46,6 +48,7 @@ from geneinfer.io._common import (
     strip_derived_gene_columns,
     translate_errors,
 )
+from geneinfer.io.blocks import BlockReader, Spool
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
@@ -171,15 +174,19 @@ def _check_ragged(path: PathLike, hdr: GCTHeader, rows: np.ndarray) -> None:
                     return
 
 
-def _read_body(
+def _body_chunks(
     path: PathLike,
     hdr: GCTHeader,
     *,
     sample_pos: Sequence[int] | None = None,
     with_meta: bool = True,
     chunk_rows: int = _CHUNK_ROWS,
-) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
-    """Data rows -> (gene ids, row metadata texts, samples x genes float32 matrix)."""
+) -> Iterator[tuple[list[str], dict[str, list[str]], np.ndarray]]:
+    """The data rows, parsed and checked, in chunks: ``(gene ids, row metadata texts,
+    values)`` with ``values`` genes x selected samples, float32.
+
+    This is the one GCT body parser: whole-file reads and block readers both use it.
+    """
     n_meta = len(hdr.row_meta_names)
     first_data = 1 + n_meta
     pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
@@ -210,9 +217,8 @@ def _read_body(
         engine="c",
         encoding="utf-8",
     )
-    out = np.empty((len(pos), hdr.n_genes), dtype=np.float32)
-    ids: list[str] = []
-    meta: dict[str, list[str]] = {n: [] for n in (hdr.row_meta_names if with_meta else [])}
+    names = hdr.row_meta_names if with_meta else []
+    seen: set[str] = set()
     done = 0
     try:
         for chunk in reader:
@@ -225,14 +231,13 @@ def _read_body(
                     expected=f"{hdr.n_genes} genes (from line 2)",
                 )
             if hdr.n_samples:
-                last = chunk[last_col].to_numpy()
-                short = np.flatnonzero(pd.isna(last))
+                short = np.flatnonzero(pd.isna(chunk[last_col].to_numpy()))
                 if short.size:
                     _check_ragged(path, hdr, done + short)
-            ids.extend(chunk[0].tolist())
-            for name, c in zip(meta, meta_cols):
-                meta[name].extend(chunk[c].tolist())
-            out[:, done : done + n] = chunk[data_cols].to_numpy(dtype=np.float32).T
+            ids = chunk[0].tolist()
+            check_chunk_ids(path, ids, seen, what="gene", first_line=hdr.data_start + done)
+            meta = {name: chunk[c].tolist() for name, c in zip(names, meta_cols)}
+            yield ids, meta, chunk[data_cols].to_numpy(dtype=np.float32)
             done += n
     except pd.errors.ParserError as exc:
         raise parser_error(path, exc) from exc
@@ -252,24 +257,6 @@ def _read_body(
         raise InputFormatError(
             path, f"{done} data rows", where=2, expected=f"{hdr.n_genes} genes as line 2 says"
         )
-    if any(not isinstance(i, str) or not i.strip() for i in ids):
-        bad_row = next(k for k, i in enumerate(ids) if not isinstance(i, str) or not i.strip())
-        raise InputFormatError(
-            path,
-            "empty gene id",
-            where=hdr.data_start + bad_row,
-            expected="a gene id in the first field",
-        )
-    dup = pd.Index(ids).duplicated()
-    if dup.any():
-        k = int(np.flatnonzero(dup)[0])
-        raise InputFormatError(
-            path,
-            f"duplicate gene id {ids[k]!r}",
-            where=hdr.data_start + k,
-            expected="unique gene ids",
-        )
-    return ids, meta, out
 
 
 def _scale(hdr: GCTHeader) -> str:
@@ -277,30 +264,13 @@ def _scale(hdr: GCTHeader) -> str:
     return stated_scale(hdr.col_meta.get("values", []))
 
 
-def _assemble(
-    path: PathLike,
-    hdr: GCTHeader,
-    ids: list[str],
-    meta: dict[str, list[str]],
-    values: np.ndarray,
-    sample_pos: Sequence[int] | None = None,
-) -> ExpressionData:
-    pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
+def _genes(ids: list[str], meta: dict[str, list[str]]) -> pd.DataFrame:
+    return add_derived_gene_columns(meta_frame(meta, pd.Index(ids, dtype=object)))
+
+
+def _samples(hdr: GCTHeader, pos: Sequence[int]) -> pd.DataFrame:
     sample_ids = pd.Index([hdr.sample_ids[p] for p in pos], dtype=object)
-    gene_index = pd.Index(ids, dtype=object)
-    genes = add_derived_gene_columns(meta_frame(meta, gene_index))
-    col_meta = {k: [v[p] for p in pos] for k, v in hdr.col_meta.items()}
-    samples = meta_frame(col_meta, sample_ids)
-    return ExpressionData(
-        values=values,
-        gene_ids=gene_index,
-        sample_ids=sample_ids,
-        genes=genes,
-        samples=samples,
-        scale=_scale(hdr),
-        gene_id_kind=detect_id_kind(ids),
-        source=str(path),
-    )
+    return meta_frame({k: [v[p] for p in pos] for k, v in hdr.col_meta.items()}, sample_ids)
 
 
 def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None) -> ExpressionData:
@@ -321,16 +291,24 @@ def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None) -> Expr
     """
     hdr = read_gct_header(path)
     pos = _positions(path, hdr, sample_ids)
+    values = np.empty((len(pos), hdr.n_genes), dtype=np.float32)
+    ids: list[str] = []
+    meta: dict[str, list[str]] = {n: [] for n in hdr.row_meta_names}
     with translate_errors(path, what="GCT file"):
-        ids, meta, values = _read_body(path, hdr, sample_pos=pos)
-        return _assemble(path, hdr, ids, meta, values, pos)
+        for chunk_ids, chunk_meta, chunk in _body_chunks(path, hdr, sample_pos=pos):
+            values[:, len(ids) : len(ids) + len(chunk_ids)] = chunk.T
+            ids.extend(chunk_ids)
+            for name, texts in chunk_meta.items():
+                meta[name].extend(texts)
+        samples = _samples(hdr, pos)
+        return ExpressionData(values=values, gene_ids=ids, sample_ids=samples.index,
+                              genes=_genes(ids, meta), samples=samples, scale=_scale(hdr),
+                              gene_id_kind=detect_id_kind(ids), source=str(path))
 
 
-def _positions(
-    path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None
-) -> list[int] | None:
+def _positions(path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None) -> list[int]:
     if sample_ids is None:
-        return None
+        return list(range(hdr.n_samples))
     lookup = {s: i for i, s in enumerate(hdr.sample_ids)}
     absent = [s for s in sample_ids if s not in lookup]
     if absent:
@@ -338,22 +316,51 @@ def _positions(
     return [lookup[s] for s in sample_ids]
 
 
-def iter_gct_blocks(
-    path: PathLike, *, block_size: int, genes: Sequence[str] | None = None
-) -> Iterator[ExpressionData]:
-    """Yield consecutive blocks of ``block_size`` samples.
+class GCTBlocks(BlockReader):
+    """Random access to a GCT file: parsed once (the same parser as :func:`read_gct`) into
+    a genes x samples spool, from which sample blocks are sliced."""
 
-    GCT stores samples as columns, so each block is one pass over the file that converts
-    only that block's columns: memory stays proportional to the block, time to
-    (number of blocks) x (file parse time). Use GCTX for large files.
-    """
-    hdr = read_gct_header(path)
-    for start in range(0, hdr.n_samples, max(1, block_size)):
-        pos = list(range(start, min(start + block_size, hdr.n_samples)))
-        with translate_errors(path, what="GCT file"):
-            ids, meta, values = _read_body(path, hdr, sample_pos=pos)
-            block = _assemble(path, hdr, ids, meta, values, pos)
-        yield block if genes is None else block.select_genes(list(genes))
+    def __init__(self, path: PathLike) -> None:
+        hdr = read_gct_header(path)
+        self.path = Path(path)
+        self.source = str(path)
+        self._spool = Spool(hdr.n_samples, n_rows=hdr.n_genes)
+        ids: list[str] = []
+        meta: dict[str, list[str]] = {n: [] for n in hdr.row_meta_names}
+        try:
+            with translate_errors(path, what="GCT file"):
+                for chunk_ids, chunk_meta, chunk in _body_chunks(path, hdr):
+                    self._spool.append(chunk)
+                    ids.extend(chunk_ids)
+                    for name, texts in chunk_meta.items():
+                        meta[name].extend(texts)
+                self.genes = _genes(ids, meta)
+                self._samples = _samples(hdr, range(hdr.n_samples))
+        except BaseException:
+            self.close()
+            raise
+        self.gene_ids = self.genes.index
+        self.n_samples = hdr.n_samples
+        self.scale = _scale(hdr)
+        self.gene_id_kind = detect_id_kind(ids)
+
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        spool = self._spool.array
+        part = spool[:, start:stop] if cols is None else spool[cols, start:stop]
+        return np.ascontiguousarray(part.T)
+
+    def sample_ids(self) -> pd.Index:
+        return self._samples.index
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        s = self._samples
+        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        return self._samples.iloc[start:stop]
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError
+from geneinfer.errors import GeneinferError, InputFormatError
 from geneinfer.expression import ExpressionData
 from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
@@ -36,6 +36,7 @@ from geneinfer.io._common import (
     strip_derived_gene_columns,
     translate_errors,
 )
+from geneinfer.io.blocks import BlockReader
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
@@ -86,43 +87,20 @@ def _ids(path: PathLike, f: h5py.File, group: str, what: str) -> list[str]:
     return ids
 
 
-def _meta(path: PathLike, f: h5py.File, group: str, n: int, sel: np.ndarray | slice) -> dict:
-    out: dict[str, object] = {}
+def _meta_column(path: PathLike, ds: h5py.Dataset, n: int, where: str) -> np.ndarray:
+    """One metadata column, text as Python strings (object dtype), numbers as they are."""
+    if ds.shape != (n,):
+        raise InputFormatError(path, f"metadata has shape {ds.shape}", where=where,
+                               expected=f"({n},)")
+    values = ds[()]
+    return np.asarray(_texts(values), dtype=object) if values.dtype.kind in "SOU" else values
+
+
+def _meta_names(f: h5py.File, group: str) -> list[str]:
     grp = f.get(group)
     if grp is None:
-        return out
-    for name, ds in grp.items():
-        if name == "id" or not isinstance(ds, h5py.Dataset):
-            continue
-        if ds.shape != (n,):
-            raise InputFormatError(
-                path, f"metadata has shape {ds.shape}", where=f"/{group}/{name}", expected=f"({n},)"
-            )
-        vals = ds[()][sel]
-        out[name] = np.asarray(_texts(vals), dtype=object) if vals.dtype.kind in "SOU" else vals
-    return out
-
-
-def _frame(meta: dict, index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame(
-        {k: np.asarray(v) if not isinstance(v, list) else v for k, v in meta.items()}, index=index
-    )
-
-
-def _positions(
-    path: PathLike, ids: list[str], wanted: Sequence[str] | None, what: str
-) -> np.ndarray | None:
-    if wanted is None:
-        return None
-    pos = pd.Index(ids).get_indexer(pd.Index([str(w) for w in wanted]))
-    if (pos < 0).any():
-        absent = [str(w) for w, p in zip(wanted, pos) if p < 0]
-        if what == "genes":
-            raise MissingGenesError(absent, what="genes", source=str(path))
-        raise InputFormatError(
-            path, f"unknown sample ids: {', '.join(absent[:5])}", where=f"/{COL_META}/id"
-        )
-    return pos
+        return []
+    return [name for name, ds in grp.items() if name != "id" and isinstance(ds, h5py.Dataset)]
 
 
 def _check_matrix(path: PathLike, ds: h5py.Dataset, n_samples: int, n_genes: int) -> None:
@@ -150,58 +128,73 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, cols: np.ndarray | No
         uniq, inverse = np.unique(srt, return_inverse=True)
         block = ds[uniq.tolist(), :] if len(uniq) else np.empty((0, ds.shape[1]), ds.dtype)
         block = block[inverse][np.argsort(order, kind="stable")]
-    if cols is not None:
+    if cols is not None and not (len(cols) == block.shape[1]
+                                 and np.array_equal(cols, np.arange(block.shape[1]))):
         block = block[:, cols]
     return np.asarray(block, dtype=np.float32)
 
 
-def _scale(samples: pd.DataFrame) -> str:
-    """The scale the ``values`` column metadata states (unknown without it)."""
-    return stated_scale(samples["values"].tolist()) if "values" in samples else "unknown"
+class GCTXBlocks(BlockReader):
+    """Random access to a CMap GCTX file: h5py slices of ``/0/DATA/0/matrix``.
 
+    Gene ids and metadata are read once; sample metadata columns are read when asked for.
+    """
 
-class _FileMeta:
-    """Ids and metadata of an open GCTX file, read once and sliced per request."""
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.source = str(path)
+        self._file = _open(path)
+        try:
+            with translate_errors(path, what="GCTX (HDF5) file"):
+                self._setup()
+        except BaseException:
+            self.close()
+            raise
 
-    def __init__(self, path: PathLike, f: h5py.File) -> None:
-        self.path, self.f = path, f
-        self.gene_ids = _ids(path, f, ROW_META, "gene")
-        self.sample_ids = _ids(path, f, COL_META, "sample")
+    def _setup(self) -> None:
+        f, path = self._file, self.path
+        gene_ids = _ids(path, f, ROW_META, "gene")
+        self._sample_ids = pd.Index(_ids(path, f, COL_META, "sample"), dtype=object)
         self.matrix = _dataset(path, f, MATRIX)
-        _check_matrix(path, self.matrix, len(self.sample_ids), len(self.gene_ids))
-        self.row_meta = _meta(path, f, ROW_META, len(self.gene_ids), slice(None))
-        self.col_meta = _meta(path, f, COL_META, len(self.sample_ids), slice(None))
-        self._genes_cache: dict[object, tuple[pd.Index, pd.DataFrame, str]] = {}
+        _check_matrix(path, self.matrix, len(self._sample_ids), len(gene_ids))
+        self.n_samples = len(self._sample_ids)
+        self.gene_ids = pd.Index(gene_ids, dtype=object)
+        n = len(gene_ids)
+        meta = {name: _meta_column(path, f[f"{ROW_META}/{name}"], n, f"/{ROW_META}/{name}")
+                for name in _meta_names(f, ROW_META)}
+        self.genes = add_derived_gene_columns(pd.DataFrame(meta, index=self.gene_ids))
+        self.gene_id_kind = detect_id_kind(self.gene_ids)
+        self._col_names = _meta_names(f, COL_META)
+        self.scale = self._stated_scale()
 
-    def _genes(self, cols: np.ndarray | None) -> tuple[pd.Index, pd.DataFrame, str]:
-        key = None if cols is None else cols.tobytes()
-        if key not in self._genes_cache:
-            gsel: np.ndarray | slice = cols if cols is not None else slice(None)
-            g_index = pd.Index(np.asarray(self.gene_ids, dtype=object)[gsel], dtype=object)
-            meta = {k: _take(v, gsel) for k, v in self.row_meta.items()}
-            genes = add_derived_gene_columns(_frame(meta, g_index))
-            self._genes_cache[key] = (g_index, genes, detect_id_kind(g_index))
-        return self._genes_cache[key]
+    def _column(self, name: str) -> np.ndarray:
+        where = f"/{COL_META}/{name}"
+        with translate_errors(self.path, what="GCTX (HDF5) file"):
+            return _meta_column(self.path, self._file[where], self.n_samples, where)
 
-    def build(self, rows: np.ndarray | slice, cols: np.ndarray | None) -> ExpressionData:
-        values = _read_rows(self.matrix, rows, cols)
-        g_index, genes, kind = self._genes(cols)
-        s_index = pd.Index(np.asarray(self.sample_ids, dtype=object)[rows], dtype=object)
-        samples = _frame({k: _take(v, rows) for k, v in self.col_meta.items()}, s_index)
-        return ExpressionData(
-            values=values,
-            gene_ids=g_index,
-            sample_ids=s_index,
-            genes=genes,
-            samples=samples,
-            scale=_scale(samples),
-            gene_id_kind=kind,
-            source=str(self.path),
-        )
+    def _stated_scale(self) -> str:
+        if "values" not in self._col_names:
+            return "unknown"
+        return stated_scale(list(dict.fromkeys(map(str, self._column("values")))))
 
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        with translate_errors(self.path, what="GCTX (HDF5) file"):
+            return _read_rows(self.matrix, slice(start, stop), cols)
 
-def _take(values: np.ndarray, sel: np.ndarray | slice) -> np.ndarray:
-    return values[sel]
+    def read_rows(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """Values of samples at positions ``rows`` (any order, repeats allowed)."""
+        with translate_errors(self.path, what="GCTX (HDF5) file"):
+            return _read_rows(self.matrix, np.asarray(rows, dtype=np.int64), cols)
+
+    def sample_ids(self) -> pd.Index:
+        return self._sample_ids
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        return [(name, (lambda n=name: self._column(n))) for name in self._col_names]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
 
 
 def read_gctx(
@@ -223,27 +216,16 @@ def read_gctx(
     """
     if sample_ids is not None and sample_slice is not None:
         raise GeneinferError("give sample_ids or sample_slice, not both")
-    with translate_errors(path, what="GCTX (HDF5) file"), _open(path) as f:
-        fm = _FileMeta(path, f)
-        cols = _positions(path, fm.gene_ids, gene_ids, "genes")
-        rows: np.ndarray | slice
-        if sample_slice is not None:
-            rows = slice(*sample_slice.indices(len(fm.sample_ids)))
-        else:
-            pos = _positions(path, fm.sample_ids, sample_ids, "samples")
-            rows = slice(None) if pos is None else pos
-        return fm.build(rows, cols)
-
-
-def iter_gctx_blocks(
-    path: PathLike, *, block_size: int, genes: Sequence[str] | None = None
-) -> Iterator[ExpressionData]:
-    """Yield consecutive blocks of ``block_size`` samples (optionally only ``genes``)."""
-    with translate_errors(path, what="GCTX (HDF5) file"), _open(path) as f:
-        fm = _FileMeta(path, f)
-        cols = _positions(path, fm.gene_ids, genes, "genes")
-        for start in range(0, len(fm.sample_ids), max(1, block_size)):
-            yield fm.build(slice(start, start + block_size), cols)
+    with GCTXBlocks(path) as reader:
+        if sample_ids is None:
+            start, stop, _ = (sample_slice or slice(None)).indices(reader.n_samples)
+            return reader.block(start, stop, genes=gene_ids)
+        rows = reader.sample_ids().get_indexer(pd.Index([str(s) for s in sample_ids]))
+        if (rows < 0).any():
+            absent = [str(s) for s, r in zip(sample_ids, rows) if r < 0]
+            raise InputFormatError(path, f"unknown sample ids: {', '.join(absent[:5])}",
+                                   where=f"/{COL_META}/id")
+        return reader.take(rows, genes=gene_ids)
 
 
 def peek_gctx(path: PathLike) -> tuple[int, int, list[str]]:
@@ -262,34 +244,48 @@ def _fixed_bytes(texts: Sequence[str]) -> np.ndarray:
     return np.array(enc, dtype=f"S{width}")
 
 
-def _meta_array(col: pd.Series) -> np.ndarray:
-    """int64 / float64 columns stay numeric (as CMap stores them); anything else -> bytes."""
-    kind = col.dtype.kind
-    if kind in "iu":
-        return col.to_numpy(dtype=np.int64)
-    if kind == "f":
-        return col.to_numpy(dtype=np.float64)
-    if kind == "b":
-        return col.to_numpy(dtype=np.int64)
+def meta_array(values: object) -> np.ndarray:
+    """A metadata column as stored in GCTX: integers and booleans as int64, floats as
+    float64 (as CMap stores them), anything else as fixed-length UTF-8 bytes (missing ->
+    ``na``)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float64)
+    if arr.dtype.kind == "S":
+        return arr
     texts = [
         "na"
         if (v is None or (isinstance(v, float) and np.isnan(v)))
         else (v.decode("utf-8") if isinstance(v, bytes) else str(v))
-        for v in col.tolist()
+        for v in arr.tolist()
     ]
     return _fixed_bytes(texts)
 
 
-def _write_meta(group: h5py.Group, ids: Sequence[str], meta: pd.DataFrame) -> None:
+MetaColumns = Iterable[tuple[str, object]]
+
+
+def write_meta_group(group: h5py.Group, ids: Sequence[str], columns: MetaColumns) -> None:
+    """Write ``id`` and metadata datasets (CMap layout: chunked, gzip).
+
+    ``columns`` are ``(name, values)`` pairs; ``values`` may be a callable returning the
+    column, so that millions of samples' metadata is converted one column at a time.
+    """
     n = len(ids)
     chunk = (max(1, min(n, 1 << 16)),) if n else None
     group.create_dataset("id", data=_fixed_bytes(ids), chunks=chunk, **_META_COMPRESSION)
-    for name in meta.columns:
+    for name, values in columns:
         if str(name) == "id":
             raise GeneinferError("a metadata column may not be called 'id' in GCTX")
-        group.create_dataset(
-            str(name), data=_meta_array(meta[name]), chunks=chunk, **_META_COMPRESSION
-        )
+        data = meta_array(values() if callable(values) else values)
+        group.create_dataset(str(name), data=data, chunks=chunk, **_META_COMPRESSION)
+
+
+def frame_columns(meta: pd.DataFrame) -> list[tuple[str, object]]:
+    """``(name, values)`` pairs of a metadata table, for :func:`write_meta_group`."""
+    return [(str(c), meta[c].to_numpy()) for c in meta.columns]
 
 
 def default_chunk_samples(n_genes: int, *, target_bytes: int = 1 << 20) -> int:
@@ -383,7 +379,8 @@ class GCTXWriter:
             )
             meta = pd.DataFrame(index=pd.Index(self.gene_ids)) if genes is None else genes
             meta = strip_derived_gene_columns(meta.reindex(pd.Index(self.gene_ids)))
-            _write_meta(self._file.create_group(ROW_META, track_order=True), self.gene_ids, meta)
+            write_meta_group(self._file.create_group(ROW_META, track_order=True),
+                             self.gene_ids, frame_columns(meta))
         except BaseException:
             self.abort()
             raise
@@ -415,9 +412,8 @@ class GCTXWriter:
         if self._has_col_meta:
             raise GeneinferError("sample metadata already written")
         meta = pd.DataFrame(index=pd.Index(ids)) if samples is None else samples
-        _write_meta(
-            self._file.create_group(COL_META, track_order=True), ids, meta.reindex(pd.Index(ids))
-        )
+        write_meta_group(self._file.create_group(COL_META, track_order=True), ids,
+                         frame_columns(meta.reindex(pd.Index(ids))))
         self._has_col_meta = True
 
     @property

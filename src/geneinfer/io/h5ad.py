@@ -7,7 +7,9 @@ anndata is imported only when an ``.h5ad`` file is actually read or written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -22,6 +24,7 @@ from geneinfer.io._common import (
     check_unique,
     translate_errors,
 )
+from geneinfer.io.blocks import BlockReader
 from geneinfer.scales import SCALES
 from geneinfer.utils.files import atomic_path
 
@@ -133,30 +136,52 @@ def read_h5ad(path: PathLike) -> ExpressionData:
         return _to_data(path, _gene_part(path, adata), _dense(adata.X), adata.obs)
 
 
-def iter_h5ad_blocks(
-    path: PathLike, *, block_size: int, genes: Sequence[str] | None = None
-) -> Iterator[ExpressionData]:
-    """Yield blocks of ``block_size`` samples using anndata's backed (on-disk) mode."""
-    ad = _anndata()
-    check_readable(path)
-    _check_layout(path)
-    with translate_errors(path, what="AnnData .h5ad file"):
-        adata = ad.read_h5ad(path, backed="r")
-        gene_part = _gene_part(path, adata)
-    try:
-        if adata.X is None:
-            raise InputFormatError(
-                path, "has no X matrix", where="/X", expected="a samples x genes X"
-            )
-        for start in range(0, adata.n_obs, max(1, block_size)):
-            stop = min(start + block_size, adata.n_obs)
+class H5adBlocks(BlockReader):
+    """Random access to an ``.h5ad`` file through anndata's backed (on-disk) mode."""
+
+    def __init__(self, path: PathLike) -> None:
+        ad = _anndata()
+        check_readable(path)
+        _check_layout(path)
+        self.path = Path(path)
+        self.source = str(path)
+        with translate_errors(path, what="AnnData .h5ad file"):
+            self._adata = ad.read_h5ad(path, backed="r")
+        try:
             with translate_errors(path, what="AnnData .h5ad file"):
-                block = _to_data(
-                    path, gene_part, _dense(adata.X[start:stop]), adata.obs.iloc[start:stop]
-                )
-            yield block if genes is None else block.select_genes(list(genes))
-    finally:
-        adata.file.close()
+                if self._adata.X is None:
+                    raise InputFormatError(path, "has no X matrix", where="/X",
+                                           expected="a samples x genes X")
+                self.genes, self.scale, self.gene_id_kind = _gene_part(path, self._adata)
+                self.gene_ids = self.genes.index
+                self.n_samples = int(self._adata.n_obs)
+                self._sample_ids = pd.Index([str(v) for v in self._adata.obs_names],
+                                            dtype=object)
+                check_unique(path, self._sample_ids, what="sample", where="obs index")
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        with translate_errors(self.path, what="AnnData .h5ad file"):
+            block = _dense(self._adata.X[start:stop])
+        return block if cols is None else block[:, cols]
+
+    def sample_ids(self) -> pd.Index:
+        return self._sample_ids
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        obs = self._adata.obs
+        return [(str(c), (lambda c=c: _plain(obs[[c]])[c].to_numpy())) for c in obs.columns]
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        frame = _plain(self._adata.obs.iloc[start:stop])
+        frame.index = self._sample_ids[start:stop]
+        return frame
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._adata.file.close()
 
 
 def peek_h5ad(path: PathLike) -> tuple[int, int, list[str]]:
@@ -187,3 +212,36 @@ def write_h5ad(data: ExpressionData, path: PathLike, *, compression: str | None 
     )
     with atomic_path(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp, compression=compression)
+
+
+def write_skeleton(
+    f,
+    *,
+    var: pd.DataFrame,
+    sample_ids: Sequence[str],
+    sample_columns: Iterable[tuple[str, Callable[[], np.ndarray]]],
+    uns: dict | None = None,
+) -> None:
+    """Write everything of an AnnData file but ``X`` into the open h5py file ``f``.
+
+    Used for outputs whose matrix is written afterwards block by block
+    (:mod:`geneinfer.io.preallocated`). Text sample metadata becomes categorical, which keeps
+    a million repeated plate names small in memory and on disk.
+    """
+    from anndata.io import write_elem
+
+    var = var.copy()
+    var.index = pd.Index([str(i) for i in var.index], name="gene_id")
+    obs = pd.DataFrame(index=pd.Index(np.asarray(sample_ids).astype(str), name="sample_id"))
+    for name, get in sample_columns:
+        values = np.asarray(get())
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8")
+        obs[name] = pd.Categorical(values.astype(str)) if values.dtype.kind in "OUS" else values
+    f.attrs["encoding-type"] = "anndata"
+    f.attrs["encoding-version"] = "0.1.0"
+    write_elem(f, "obs", obs)
+    write_elem(f, "var", var)
+    for key in ("obsm", "varm", "obsp", "varp", "layers"):
+        write_elem(f, key, {})
+    write_elem(f, "uns", uns or {})

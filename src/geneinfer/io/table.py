@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     NA_TOKENS,
     PathLike,
+    check_chunk_ids,
     check_readable,
     check_unique,
     format_block,
@@ -41,6 +43,7 @@ from geneinfer.io._common import (
     rows_per_block,
     translate_errors,
 )
+from geneinfer.io.blocks import BlockReader, Spool
 from geneinfer.utils.files import atomic_path
 
 ORIENTATIONS = ("genes-in-rows", "samples-in-rows")
@@ -263,34 +266,34 @@ def _parse_error(path: PathLike, lay: _Layout, exc: ValueError) -> InputFormatEr
     )
 
 
-def _to_data(
-    path: PathLike, lay: _Layout, frame: pd.DataFrame, value_cols: list[int]
-) -> ExpressionData:
-    ids = frame[0].tolist()
-    if any(not isinstance(i, str) or not i.strip() for i in ids):
-        raise InputFormatError(path, "empty id in the first column", expected="an id on every row")
-    check_unique(path, ids, what="gene" if lay.genes_in_rows else "sample", where="first column")
+_CHUNK_ROWS = 5000
+
+
+def _chunks(path: PathLike, lay: _Layout) -> Iterator[tuple[list[str], dict, np.ndarray]]:
+    """The rows, parsed and checked, in chunks: ``(ids, metadata texts, float32 values)``.
+
+    This is the one table body parser: whole-file reads and block readers both use it.
+    """
+    value_cols = list(range(1 + lay.n_meta, len(lay.header)))
     meta_cols = list(range(1, 1 + lay.n_meta))
-    meta = meta_frame(
-        {lay.header[c]: frame[c].tolist() for c in meta_cols}, pd.Index(ids, dtype=object)
-    )
-    col_ids = [lay.header[c] for c in value_cols]
-    vals = frame[value_cols].to_numpy(dtype=np.float32)
-    if lay.genes_in_rows:
-        values, gene_ids, sample_ids = vals.T, ids, col_ids
-        genes, samples = meta, pd.DataFrame()
-    else:
-        values, gene_ids, sample_ids = vals, col_ids, ids
-        genes, samples = pd.DataFrame(), meta
-    return ExpressionData(
-        values=values,
-        gene_ids=gene_ids,
-        sample_ids=sample_ids,
-        genes=genes,
-        samples=samples,
-        gene_id_kind=detect_id_kind(gene_ids),
-        source=str(path),
-    )
+    what = "gene" if lay.genes_in_rows else "sample"
+    seen: set[str] = set()
+    offset = 0
+    with _guard(path, lay):
+        for frame in _read_frame(path, lay, chunksize=_CHUNK_ROWS):
+            frame = frame.reset_index(drop=True)
+            _check_short_rows(path, lay, frame, offset)
+            ids = frame[0].tolist()
+            check_chunk_ids(path, ids, seen, what=what, first_line=offset + 2)
+            meta = {lay.header[c]: frame[c].tolist() for c in meta_cols}
+            yield ids, meta, frame[value_cols].to_numpy(dtype=np.float32)
+            offset += len(frame)
+
+
+def _row_items(lay: _Layout, ids: list[str], meta: dict[str, list[str]]
+               ) -> tuple[pd.Index, pd.DataFrame]:
+    index = pd.Index(ids, dtype=object)
+    return index, meta_frame(meta, index)
 
 
 def read_table(
@@ -305,55 +308,65 @@ def read_table(
     orientation
         ``"genes-in-rows"``, ``"samples-in-rows"`` or None to detect (only when safe).
     """
-    with translate_errors(path, what="delimited table"):
-        lay = _layout(path, sep, orientation)
-        with _guard(path, lay):
-            frame = _read_frame(path, lay)
-        _check_short_rows(path, lay, frame, 0)
-        value_cols = list(range(1 + lay.n_meta, len(lay.header)))
-        return _to_data(path, lay, frame, value_cols)
+    with TableBlocks(path, sep=sep, orientation=orientation) as reader:
+        return reader.block(0, reader.n_samples)
 
 
-def iter_table_blocks(
-    path: PathLike,
-    *,
-    block_size: int,
-    genes: Sequence[str] | None = None,
-    sep: str | None = None,
-    orientation: str | None = None,
-) -> Iterator[ExpressionData]:
-    """Yield blocks of ``block_size`` samples, reading the file incrementally.
+class TableBlocks(BlockReader):
+    """Random access to a TSV/CSV table: parsed once into a spool (rows as in the file),
+    from which sample blocks are sliced."""
 
-    Samples-in-rows tables are read in row chunks (one pass). Genes-in-rows tables need one
-    pass per block that converts only that block's columns (memory ~ one block).
-    """
-    with translate_errors(path, what="delimited table"):
-        lay = _layout(path, sep, orientation)
-    first = 1 + lay.n_meta
-    n_cols = len(lay.header)
-    if lay.genes_in_rows:
-        for start in range(first, n_cols, max(1, block_size)):
-            cols = list(range(start, min(start + block_size, n_cols)))
-            use = [0, *range(1, first), *cols]
-            if n_cols - 1 not in use:
-                use.append(n_cols - 1)
+    def __init__(self, path: PathLike, *, sep: str | None = None,
+                 orientation: str | None = None) -> None:
+        self.path = Path(path)
+        self.source = str(path)
+        with translate_errors(path, what="delimited table"):
+            lay = _layout(path, sep, orientation)
+        self._spool = Spool(len(lay.header) - 1 - lay.n_meta)
+        ids: list[str] = []
+        meta: dict[str, list[str]] = {lay.header[c]: [] for c in range(1, 1 + lay.n_meta)}
+        try:
             with translate_errors(path, what="delimited table"):
-                with _guard(path, lay):
-                    frame = _read_frame(path, lay, usecols=use)
-                _check_short_rows(path, lay, frame, 0)
-                block = _to_data(path, lay, frame, cols)
-            yield block if genes is None else block.select_genes(list(genes))
-        return
-    offset = 0
-    with translate_errors(path, what="delimited table"):
-        reader = _read_frame(path, lay, chunksize=max(1, block_size))
-        value_cols = list(range(first, n_cols))
-        with _guard(path, lay):
-            for frame in reader:
-                _check_short_rows(path, lay, frame, offset)
-                offset += len(frame)
-                block = _to_data(path, lay, frame.reset_index(drop=True), value_cols)
-                yield block if genes is None else block.select_genes(list(genes))
+                for chunk_ids, chunk_meta, values in _chunks(path, lay):
+                    self._spool.append(values)
+                    ids.extend(chunk_ids)
+                    for name, texts in chunk_meta.items():
+                        meta[name].extend(texts)
+        except BaseException:
+            self.close()
+            raise
+        rows, row_meta = _row_items(lay, ids, meta)
+        cols = pd.Index(lay.header[1 + lay.n_meta:], dtype=object)
+        self._genes_in_rows = lay.genes_in_rows
+        if lay.genes_in_rows:
+            self.gene_ids, self.genes = rows, row_meta
+            self._samples = pd.DataFrame(index=cols)
+        else:
+            self.gene_ids, self.genes = cols, pd.DataFrame(index=cols)
+            self._samples = row_meta
+        self.n_samples = len(self._samples)
+        self.gene_id_kind = detect_id_kind(self.gene_ids)
+
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        spool = self._spool.array
+        if self._genes_in_rows:
+            part = spool[:, start:stop] if cols is None else spool[cols, start:stop]
+            return np.ascontiguousarray(part.T)
+        part = spool[start:stop]
+        return np.array(part if cols is None else part[:, cols], dtype=np.float32)
+
+    def sample_ids(self) -> pd.Index:
+        return self._samples.index
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        s = self._samples
+        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        return self._samples.iloc[start:stop]
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def peek_table(

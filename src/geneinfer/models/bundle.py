@@ -31,9 +31,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
-from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+from geneinfer.errors import GeneinferError, ModelFileError
 from geneinfer.expression import ExpressionData
+from geneinfer.models.registry import make_model
+from geneinfer.preprocess import Harmonizer, LandmarkInputs, ProfilePreprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +139,6 @@ def _preprocessor_state(pre: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]
 
 
 def _preprocessor_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
-    from geneinfer.preprocess import ProfilePreprocessor
-
     tuple_form = meta.pop("__state_tuple__", True)
     if tuple_form:
         return ProfilePreprocessor.from_state(arrays, meta)
@@ -269,85 +271,37 @@ class InferenceModel:
         out[ok] = Y.reshape(-1, self.n_targets)
         return out
 
-    def missing_landmarks(self, data: ExpressionData) -> list[str]:
-        """Landmark ids (or symbols, for symbol-keyed data) that ``data`` lacks."""
-        keys = self._landmark_keys(data)
-        have = set(data.gene_ids)
-        return [k for k in keys if k not in have]
-
-    def _landmark_keys(self, data: ExpressionData) -> list[str]:
-        if data.gene_id_kind == "symbol" and self.gene_id_kind != "symbol":
-            return list(self.landmark_symbols or self.landmark_ids)
-        return list(self.landmark_ids)
-
-    def landmark_matrix(
-        self,
-        data: ExpressionData,
-        *,
-        missing_landmarks: Literal["error", "impute"] = "error",
-    ) -> np.ndarray:
-        """The log2 landmark matrix of ``data`` in model order, imputing if asked.
-
-        Raises
-        ------
-        MissingGenesError
-            Landmarks absent and ``missing_landmarks="error"``.
-        """
-        if missing_landmarks not in ("error", "impute"):
-            raise GeneinferError(
-                f"missing_landmarks must be 'error' or 'impute', got {missing_landmarks!r}"
-            )
-        data = _on_log2(data)
-        keys = self._landmark_keys(data)
-        pos = data.gene_ids.get_indexer(pd.Index(keys))
-        absent = pos < 0
-        if absent.any() and missing_landmarks == "error":
-            raise MissingGenesError(
-                [k for k, a in zip(keys, absent) if a],
-                what="landmark genes",
-                source=data.source,
-            )
-        X = np.full((data.n_samples, len(keys)), np.nan, dtype=np.float32)
-        X[:, ~absent] = data.values[:, pos[~absent]]
-        if missing_landmarks == "impute":
-            if self.landmark_means is None:
-                raise ModelFileError("this model has no training means; cannot impute landmarks")
-            n_abs = int(absent.sum())
-            nan_cells = np.isnan(X[:, ~absent])
-            if n_abs:
-                logger.warning(
-                    "%d of %d landmark genes missing%s; imputed from training means",
-                    n_abs,
-                    len(keys),
-                    f" in {data.source}" if data.source else "",
-                )
-            if nan_cells.any():
-                logger.warning(
-                    "%d missing landmark values imputed from training means", int(nan_cells.sum())
-                )
-            X = np.where(np.isnan(X), self.landmark_means[None, :], X).astype(np.float32)
-        return X
+    def landmark_inputs(self, harmonizer: Harmonizer, *,
+                        missing_landmarks: str = "error") -> LandmarkInputs:
+        """How a harmonised input becomes this model's landmark matrix
+        (:class:`~geneinfer.preprocess.LandmarkInputs`; absent landmarks are an error unless
+        ``missing_landmarks="impute"``)."""
+        return LandmarkInputs.plan(harmonizer, self.landmark_ids,
+                                   landmark_symbols=self.landmark_symbols,
+                                   means=self.landmark_means, missing=missing_landmarks)
 
     def predict(
         self,
         data: ExpressionData,
         *,
         missing_landmarks: Literal["error", "impute"] = "error",
+        scale: str | None = None,
+        annotation: Any = None,
         data_dir: str | os.PathLike[str] | None = None,
     ) -> ExpressionData:
         """Infer the target genes of every sample in ``data``.
 
-        ``data`` is put on log2 (``to_log2``) and probe-level data collapsed to genes first.
-        Landmarks are selected by canonical id (by symbol when the input is symbol-keyed).
+        ``data`` goes through the same steps as in ``geneinfer predict``: harmonised
+        (:func:`geneinfer.preprocess.harmonize`: log2, canonical gene ids) and its landmarks
+        found (:meth:`landmark_inputs`).
 
         Parameters
         ----------
         missing_landmarks
-            ``"error"`` raises :class:`~geneinfer.errors.MissingGenesError` listing absent
-            landmarks; ``"impute"`` fills them (and NaN values) with the training means and
-            logs how many were imputed.
-        data_dir
-            Data folder with gene tables, used to map Ensembl ids to Entrez ids.
+            ``"error"`` raises an error listing absent landmarks or missing values;
+            ``"impute"`` fills them with the training means.
+        scale, annotation, data_dir
+            As for :func:`geneinfer.preprocess.harmonize`.
 
         Returns
         -------
@@ -355,18 +309,16 @@ class InferenceModel:
             Samples x targets on log2 scale; gene metadata ``symbol``, ``valid_r``,
             ``valid_mae``; the input's sample metadata.
         """
-        data = _to_genes(data, self.gene_id_kind, data_dir)
-        X = self.landmark_matrix(data, missing_landmarks=missing_landmarks)
-        Y = self.predict_log2(X)
-        n_nan_rows = int(np.isnan(Y).all(axis=1).sum()) if Y.size else 0
-        if n_nan_rows:
-            logger.warning(
-                "%d samples have missing landmark values; their predictions are NaN "
-                "(use missing_landmarks='impute' to fill them)",
-                n_nan_rows,
-            )
+        harmonizer = Harmonizer.plan(
+            gene_ids=data.gene_ids, genes=data.genes, gene_id_kind=data.gene_id_kind,
+            head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
+            data_dir=data_dir, to=self.gene_id_kind, source=data.source,
+        )
+        inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks)
+        raw = data.values if inputs.read_cols is None else data.values[:, inputs.read_cols]
+        X, _ = inputs.landmarks(raw, sample_ids=list(data.sample_ids))
         return ExpressionData(
-            values=Y,
+            values=self.predict_log2(X),
             gene_ids=self.target_ids,
             sample_ids=data.sample_ids,
             genes=self.target_table(),
@@ -427,8 +379,6 @@ class InferenceModel:
         An existing geneinfer model directory at ``path`` is replaced; any other existing
         file or non-empty directory is left alone and raises :class:`GeneinferError`.
         """
-        from safetensors.numpy import save_file
-
         final = Path(path)
         _check_overwritable(final)
         try:
@@ -480,8 +430,6 @@ class InferenceModel:
     def _from_parts(
         cls, doc: dict[str, Any], arrays: dict[str, np.ndarray], *, device: str | None
     ) -> InferenceModel:
-        from geneinfer.models.registry import make_model
-
         params = from_jsonable(doc["params"])
         if device is not None and "device" in params:
             params["device"] = device
@@ -614,9 +562,6 @@ def _read_model_json(root: Path) -> dict[str, Any]:
 
 
 def _read_weights(root: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     files = doc["files"]
     if not isinstance(files, dict) or WEIGHTS_FILE not in files:
         raise ModelFileError(f"{root / MODEL_JSON}: no checksum recorded for {WEIGHTS_FILE}")
@@ -641,28 +586,3 @@ def _read_weights(root: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
         return load_file(str(root / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{root / WEIGHTS_FILE}: cannot read weights ({exc})") from None
-
-
-# ---------------------------------------------------------------------- input conversion
-def _on_log2(data: ExpressionData) -> ExpressionData:
-    if data.scale == "log2":
-        return data
-    from geneinfer.preprocess import to_log2
-
-    return to_log2(data)
-
-
-def _to_genes(
-    data: ExpressionData, model_kind: str = "entrez", data_dir: str | os.PathLike[str] | None = None
-) -> ExpressionData:
-    """Input keyed like the model: probes collapsed to genes, Ensembl ids mapped to Entrez
-    (as in training); symbol-keyed data is matched by symbol instead."""
-    if data.gene_id_kind == "probe":
-        from geneinfer.genes import collapse_probes
-
-        return collapse_probes(_on_log2(data))
-    if data.gene_id_kind == "ensembl" and model_kind == "entrez":
-        from geneinfer.genes import map_gene_ids
-
-        return map_gene_ids(data, to="entrez", data_dir=data_dir)
-    return data

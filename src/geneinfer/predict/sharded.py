@@ -4,7 +4,7 @@ Samples are split into blocks (``block_size``) and each rank takes a contiguous 
 blocks. All ranks write into the *same* preallocated output file ``OUT.partial``: its matrix
 is a contiguous HDF5 dataset whose structure and metadata rank 0 (or the parent process)
 writes before any rank starts, so each rank only writes raw bytes into its own disjoint rows
-(see :mod:`geneinfer.predict.writers`). This was chosen over the two usual alternatives:
+(see :mod:`geneinfer.io.preallocated`). This was chosen over the two usual alternatives:
 
 * one shard file per rank + a merge by rank 0: the merge re-reads and re-writes the whole
   output (~18 GB for 200k x 22,268), doubling the disk traffic that bounds the run time;
@@ -38,7 +38,20 @@ from typing import Any
 import numpy as np
 
 from geneinfer.errors import ConfigError, GeneinferError
-from geneinfer.predict import writers as W
+from geneinfer.io import open_blocks
+from geneinfer.predict import resume
+from geneinfer.predict.plan import (
+    Plan,
+    PlanOptions,
+    Predictor,
+    PredictResult,
+    as_predictor,
+    finish_output,
+    make_plan,
+    prepare_output,
+    progress_bar,
+    run_blocks,
+)
 
 _POLL_S = 0.5
 
@@ -102,16 +115,13 @@ def _limit_threads(n: int) -> None:
 
 
 def _worker_main(spec: dict[str, Any], rank: int, blocks: list[int], errors: Any) -> None:
-    from geneinfer.predict.inputs import open_source
-    from geneinfer.predict.streaming import make_plan, run_blocks
-
     try:
         _limit_threads(spec["threads"])
-        with open_source(spec["input"]) as source:
-            plan = make_plan(spec["pred"], source, **spec["plan_kw"])
+        with open_blocks(spec["input"]) as source:
+            plan = make_plan(spec["pred"], source, spec["options"])
             if plan.fingerprint != spec["fingerprint"]:
                 raise GeneinferError("worker sees a different input or model than the parent")
-            run_blocks(plan, spec["output"], spec["fmt"], blocks, rank=rank)
+            run_blocks(plan, spec["output"], spec["options"].fmt, blocks, rank=rank)
             errors.put((rank, None, plan.n_imputed))
     except GeneinferError as exc:
         errors.put((rank, str(exc), 0))
@@ -122,39 +132,26 @@ def _worker_main(spec: dict[str, Any], rank: int, blocks: list[int], errors: Any
 
 
 def run_workers(
-    plan: Any,
-    pred: Any,
+    plan: Plan,
+    pred: Predictor,
     input_path: Any,
     output: Path,
+    options: PlanOptions,
     *,
-    fmt: str,
     todo: list[int],
     workers: int,
     progress: bool,
     n_done: int,
-    batch_size: int | None,
-    with_reliability: bool,
-    min_r: float | None,
     threads: int | None = None,
 ) -> None:
     """Predict ``todo`` blocks with ``workers`` spawned processes; block until all finish."""
-    from geneinfer.predict.streaming import _progress_bar
-
     spec = {
         "pred": pred,
         "input": str(input_path) if isinstance(input_path, (str, os.PathLike)) else input_path,
         "output": output,
-        "fmt": fmt,
+        "options": options,
         "fingerprint": plan.fingerprint,
         "threads": threads or max(1, (os.cpu_count() or 1) // workers),
-        "plan_kw": {
-            "block_size": plan.block_size,
-            "batch_size": batch_size,
-            "missing_landmarks": plan.missing_landmarks,
-            "min_r": min_r,
-            "with_reliability": with_reliability,
-            "fmt": fmt,
-        },
     }
     try:
         pickle.dumps(spec)
@@ -174,7 +171,7 @@ def run_workers(
             procs.append(p)
     messages: list[str] = []
     try:
-        with _progress_bar(plan.n_samples, enabled=progress, initial=n_done) as bar:
+        with progress_bar(plan.n_samples, enabled=progress, initial=n_done) as bar:
             while any(p.is_alive() for p in procs):
                 time.sleep(_POLL_S)
                 _update_bar(bar, plan, output)
@@ -202,8 +199,8 @@ def _collect(item: tuple[int, str | None, int], messages: list[str], plan: Any) 
     plan.n_imputed += n_imputed
 
 
-def _update_bar(bar: Any, plan: Any, output: Path) -> None:
-    done = W.ProgressLog.finished_blocks(output, plan.fingerprint)
+def _update_bar(bar: Any, plan: Plan, output: Path) -> None:
+    done = resume.ProgressLog.finished_blocks(output, plan.fingerprint)
     n = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in done)
     if n > bar.n:
         bar.update(n - bar.n)
@@ -247,69 +244,51 @@ def run_torchrun(
     model: Any,
     input_path: Any,
     output: Path,
+    options: PlanOptions,
     *,
-    fmt: str,
     rank: int,
     world: int,
-    block_size: int,
-    missing_landmarks: str,
-    min_r: float | None,
-    with_reliability: bool,
     progress: bool,
-    batch_size: int | None,
     t0: float,
-) -> Any:
+) -> PredictResult:
     """One rank of ``torchrun -m geneinfer predict ...``: its blocks, then rank 0 finishes."""
-    from geneinfer.predict.inputs import open_source
-    from geneinfer.predict.streaming import (
-        PredictResult,
-        _finish,
-        _progress_bar,
-        as_predictor,
-        make_plan,
-        prepare_output,
-        run_blocks,
-    )
-
     lead = rank == 0
     pred = as_predictor(model)
     sync = _Sync()
     try:
-        with open_source(input_path) as source:
-            plan = make_plan(pred, source, block_size=block_size, batch_size=batch_size,
-                             missing_landmarks=missing_landmarks, min_r=min_r,
-                             with_reliability=with_reliability, fmt=fmt,
-                             progress=progress and lead)
+        with open_blocks(input_path) as source:
+            plan = make_plan(pred, source, options, progress=progress and lead)
             done_before: set[int] = set()
             if lead:
-                done_before = prepare_output(plan, output, fmt, progress=progress)
+                done_before = prepare_output(plan, output, options.fmt, progress=progress)
             if not sync.barrier():
-                _wait_for_partial(output, fmt, plan.fingerprint)
-            done = W.ProgressLog.finished_blocks(output, plan.fingerprint)
+                _wait_for_partial(output, options.fmt, plan.fingerprint)
+            done = resume.ProgressLog.finished_blocks(output, plan.fingerprint)
             mine = [b for b in shard(range(plan.n_blocks), world, rank) if b not in done]
             n_mine = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in mine)
-            with _progress_bar(n_mine, enabled=progress and lead,
-                               desc=f"predict rank 0/{world}") as bar:
-                run_blocks(plan, output, fmt, mine, rank=rank, bar=bar)
+            with progress_bar(n_mine, enabled=progress and lead,
+                              desc=f"predict rank 0/{world}") as bar:
+                run_blocks(plan, output, options.fmt, mine, rank=rank, bar=bar)
             if not sync.barrier() and lead:
                 _wait_for_blocks(output, plan)
             if lead:
-                return _finish(plan, output, fmt, done_before, t0, progress=progress)
+                return finish_output(plan, output, done_before, time.perf_counter() - t0,
+                                     progress=progress)
             return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed)
     finally:
         sync.close()
 
 
 def _wait_for_partial(output: Path, fmt: str, fingerprint: str) -> None:
-    part = W.partial_path(output)
+    part = resume.partial_path(output)
     while True:
-        header = W.read_partial_header(part, fmt)
+        header = resume.read_partial_header(part, fmt)
         if header is not None and header[0] == fingerprint:
             return
         time.sleep(_POLL_S)
 
 
-def _wait_for_blocks(output: Path, plan: Any) -> None:
+def _wait_for_blocks(output: Path, plan: Plan) -> None:
     want = set(range(plan.n_blocks))
-    while not want <= W.ProgressLog.finished_blocks(output, plan.fingerprint):
+    while not want <= resume.ProgressLog.finished_blocks(output, plan.fingerprint):
         time.sleep(_POLL_S)

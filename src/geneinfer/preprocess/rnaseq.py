@@ -51,6 +51,15 @@ def _unpack(counts: T) -> tuple[np.ndarray, str | None, Sequence[str] | None]:
     return np.asarray(counts, dtype=np.float64), None, None
 
 
+def counts_to_cpm(values: np.ndarray, *, source: str | None = None,
+                  sample_ids: Sequence[str] | None = None) -> np.ndarray:
+    """Counts per million (float64), each sample divided by its total count."""
+    values = np.asarray(values)
+    _check_counts(values, source, sample_ids)
+    lib = _library_sizes(values, source, sample_ids)
+    return values.astype(np.float64) / lib[:, None] * 1e6
+
+
 def counts_to_log2cpm(counts: T, *, prior_count: float = 1.0) -> T:
     """``log2(counts / library_size * 1e6 + prior_count)`` per sample.
 
@@ -66,9 +75,7 @@ def counts_to_log2cpm(counts: T, *, prior_count: float = 1.0) -> T:
     Same type as ``counts``; an ExpressionData result has ``scale="log2"``.
     """
     values, source, ids = _unpack(counts)
-    _check_counts(values, source, ids)
-    lib = _library_sizes(values, source, ids)
-    cpm = values.astype(np.float64) / lib[:, None] * 1e6
+    cpm = counts_to_cpm(values, source=source, sample_ids=ids)
     out = np.log2(cpm + prior_count).astype(np.float32)
     if isinstance(counts, ExpressionData):
         return counts.with_values(out, scale="log2")

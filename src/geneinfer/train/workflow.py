@@ -1,17 +1,17 @@
-"""Training pipeline: expression files -> a saved-ready :class:`InferenceModel`.
+"""Training workflow: expression files -> a saved-ready :class:`InferenceModel`.
 
 Steps (each a small function below, usable on its own):
 
-1. read every file (:func:`geneinfer.io.read`) and put it on log2 (:func:`to_log2`; files may
-   be on different scales, e.g. RMA log2 and MAS5 linear),
-2. collapse probes to canonical genes (Entrez ids) when the ids are probes,
-3. stack the files, keeping the genes they share,
-4. resolve the panel into the landmarks and targets present in the data,
-5. optionally drop duplicate profiles,
-6. hold out validation samples (a given file, else a seeded split of the training samples),
-7. fit the preprocessor on training samples only, then the estimator (torch models get the
-   validation set for early stopping),
-8. measure per-gene validation Pearson r and MAE.
+1. read every file and harmonise it (:func:`geneinfer.preprocess.harmonize`): log2 whatever
+   the scale (files may differ, e.g. RMA log2 and MAS5 linear), canonical gene ids whatever
+   the ids (probes, Ensembl ids, symbols);
+2. stack the files, keeping the genes they share;
+3. resolve the panel into the landmarks and targets present (:func:`geneinfer.genes.match_panel`);
+4. optionally drop duplicate profiles;
+5. hold out validation samples (a given file, else a seeded split of the training samples);
+6. fit the preprocessor on training samples only, then the estimator (torch models get the
+   validation set for early stopping);
+7. score every target gene on the validation samples (:mod:`geneinfer.evaluate.metrics`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,25 @@ import inspect
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from geneinfer import __version__
 from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
+from geneinfer.evaluate.metrics import gene_scores
 from geneinfer.expression import ExpressionData
+from geneinfer.genes import Panel, get_panel
+from geneinfer.genes.matching import PanelMatch, match_genes, match_panel
+from geneinfer.io import read
 from geneinfer.models.bundle import InferenceModel
+from geneinfer.models.registry import get_model_class, make_model
+from geneinfer.preprocess import HarmonizeReport, ProfilePreprocessor, harmonize, remove_duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -54,57 +61,42 @@ def _source_name(src: Source) -> str:
     return os.fspath(src)
 
 
-def prepare_expression(
-    src: Source, *, data_dir: str | os.PathLike[str] | None = None
-) -> ExpressionData:
-    """One input on log2 with canonical gene ids (Entrez).
-
-    Probes are collapsed to genes; Ensembl or symbol ids are mapped to Entrez (before the
-    log2 transform, so RNA-seq counts of merged genes are summed, not averaged in log space).
-    """
-    from geneinfer.preprocess import to_log2
-
-    data = src if isinstance(src, ExpressionData) else _read(src)
-    if data.gene_id_kind in ("ensembl", "symbol"):
-        from geneinfer.genes import map_gene_ids
-
-        data = map_gene_ids(data, to="entrez", data_dir=data_dir)
-    data = to_log2(data)
-    if data.gene_id_kind == "probe":
-        data = _collapse(data, data_dir=data_dir)
-    return data
-
-
-def _read(path: str | os.PathLike[str]) -> ExpressionData:
-    from geneinfer.io import read
-
-    if not Path(path).exists():
-        raise GeneinferError(f"{os.fspath(path)}: no such file")
-    return read(path)
-
-
-def _collapse(data: ExpressionData, *, data_dir: str | os.PathLike[str] | None) -> ExpressionData:
-    from geneinfer.genes import collapse_probes
-
-    return collapse_probes(data)
+def load_input(
+    src: Source,
+    *,
+    scale: str | None = None,
+    annotation: Any = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ExpressionData, HarmonizeReport]:
+    """One input (a file or data) harmonised: log2 with canonical gene ids, and the report."""
+    if isinstance(src, ExpressionData):
+        data = src
+    else:
+        if not Path(src).exists():
+            raise GeneinferError(f"{os.fspath(src)}: no such file")
+        data = read(src)
+    return harmonize(data, scale=scale, annotation=annotation, data_dir=data_dir)
 
 
 def load_training_data(
     sources: Source | Sequence[Source],
     *,
+    scale: str | None = None,
+    annotation: Any = None,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
-) -> tuple[ExpressionData, list[str]]:
-    """Read, log2-transform, collapse and stack ``sources`` (genes shared by all kept).
+) -> tuple[ExpressionData, list[str], list[HarmonizeReport]]:
+    """Read and harmonise ``sources`` and stack them (genes shared by all kept).
 
-    Returns the stacked data and the source names.
+    Returns the stacked data, the source names and one harmonisation report per source.
+    Samples get a ``dataset`` column (the file name) when they have none.
     """
     items = _as_list(sources)
     if not items:
         raise ConfigError("no training data given")
-    parts, names = [], []
+    parts, names, reports = [], [], []
     for src in _progress(items, progress and len(items) > 1, "reading"):
-        part = prepare_expression(src, data_dir=data_dir)
+        part, report = load_input(src, scale=scale, annotation=annotation, data_dir=data_dir)
         name = _source_name(src)
         if "dataset" not in part.samples:
             samples = part.samples.copy()
@@ -112,13 +104,14 @@ def load_training_data(
             part = part._replace(samples=samples)
         parts.append(part)
         names.append(name)
+        reports.append(report)
     _check_unique_samples(parts, names)
     if len(parts) == 1:
-        return parts[0], names
+        return parts[0], names, reports
     data = ExpressionData.concat_samples(parts, join="inner")
     if data.n_genes == 0:
         raise GeneinferError(f"the training files share no genes: {', '.join(names)}")
-    return data, names
+    return data, names, reports
 
 
 def _as_list(sources: Source | Sequence[Source]) -> list[Source]:
@@ -142,76 +135,15 @@ def _check_unique_samples(parts: list[ExpressionData], names: list[str]) -> None
 def _progress(items: list, enabled: bool, desc: str):
     if not enabled:
         return items
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, unit="file")
 
 
 # ---------------------------------------------------------------------- panel
-@dataclass
-class PanelMatch:
-    """Which panel genes the data has."""
-
-    name: str
-    landmarks: list[str]
-    targets: list[str]
-    missing_landmarks: list[str] = field(default_factory=list)
-    missing_targets: list[str] = field(default_factory=list)
-    targets_from_data: bool = False
-    symbols: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        n_lm = len(self.landmarks) + len(self.missing_landmarks)
-        out: dict[str, Any] = {
-            "panel": self.name,
-            "landmarks_found": len(self.landmarks),
-            "landmarks_in_panel": n_lm,
-            "landmarks_missing": self.missing_landmarks,
-            "targets": len(self.targets),
-            "targets_from_data": self.targets_from_data,
-        }
-        if not self.targets_from_data:
-            out["targets_in_panel"] = len(self.targets) + len(self.missing_targets)
-            out["targets_missing"] = len(self.missing_targets)
-        return out
-
-
-def match_panel(
-    panel: Any,
-    data: ExpressionData,
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-) -> PanelMatch:
-    """Resolve ``panel`` (name, file or Panel) against the genes of ``data``.
-
-    Targets default to every non-landmark gene of ``data`` when the panel names none.
-    """
-    from geneinfer.genes import get_panel
-
-    pobj = panel if hasattr(panel, "landmarks") else get_panel(panel, data_dir=data_dir)
-    name = str(getattr(pobj, "name", None) or panel)
-    present = set(data.gene_ids)
-    lm_all = [str(g) for g in pobj.landmarks]
-    landmarks = [g for g in lm_all if g in present]
-    missing_lm = [g for g in lm_all if g not in present]
-    if not landmarks:
-        raise MissingGenesError(
-            missing_lm, what=f"landmark genes of panel {name}", source=data.source
-        )
-    tg_all = [str(g) for g in (getattr(pobj, "targets", None) or [])]
-    lm_set = set(landmarks)
-    if tg_all:
-        targets = [g for g in tg_all if g in present and g not in lm_set]
-        missing_tg = [g for g in tg_all if g not in present]
-        from_data = False
-    else:
-        panel_lm = set(lm_all)
-        targets = [g for g in data.gene_ids if g not in panel_lm]
-        missing_tg, from_data = [], True
-    if not targets:
-        raise GeneinferError(f"no target genes of panel {name} in {data.source or 'the data'}")
-    symbols = dict(getattr(pobj, "symbols", None) or {})
-    return PanelMatch(name, landmarks, targets, missing_lm, missing_tg, from_data, symbols)
+def resolve_panel(panel: Any, data: ExpressionData, *,
+                  data_dir: str | os.PathLike[str] | None = None) -> PanelMatch:
+    """The panel (a name, a file or a :class:`~geneinfer.genes.Panel`) against ``data``."""
+    pobj = panel if isinstance(panel, Panel) else get_panel(panel, data_dir=data_dir)
+    return match_panel(pobj, data.gene_ids, source=data.source)
 
 
 # ---------------------------------------------------------------------- splitting / cleaning
@@ -264,8 +196,6 @@ def deduplicate(
 ) -> tuple[ExpressionData, dict[str, Any]]:
     """Drop near-duplicate profiles (D-GEX rule, :func:`geneinfer.preprocess.remove_duplicates`)
     judged on the model's genes; return the kept samples and a JSON-able report."""
-    from geneinfer.preprocess import remove_duplicates
-
     keep, rep = remove_duplicates(data.select_genes(genes).values, progress=progress)
     dropped = data.sample_ids[~keep]
     dup_of = rep.duplicate_of[~keep]
@@ -281,28 +211,6 @@ def deduplicate(
 
 
 # ---------------------------------------------------------------------- fitting
-def _set_if_param(est: Any, **values: Any) -> None:
-    """Set hyper-parameters the estimator has and the user did not set."""
-    names = est.get_params(deep=False)
-    est.set_params(**{k: v for k, v in values.items() if k in names and v is not None})
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``."""
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ConfigError(f"unknown device {device!r}; expected auto, cpu or cuda")
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
-    return device
-
-
 def fit_estimator(
     est: Any,
     X: np.ndarray,
@@ -325,22 +233,19 @@ def fit_estimator(
     return False
 
 
-def gene_metrics_table(
-    Y_true: np.ndarray, Y_pred: np.ndarray, target_ids: list[str], *, train_std: np.ndarray
-) -> pd.DataFrame:
-    """Per-gene validation metrics on log2 scale.
+def validation_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, target_ids: list[str], *,
+                       train_std: np.ndarray) -> pd.DataFrame:
+    """Per-gene validation metrics on log2 scale (:func:`geneinfer.evaluate.gene_scores`).
 
     Columns: ``valid_r`` (Pearson r), ``valid_mae`` (MAE in log2 units), ``valid_mae_std``
     (MAE divided by the gene's training standard deviation: the D-GEX "MAE on standardized
     expression").
     """
-    from geneinfer.evaluate.metrics import per_gene_mae, per_gene_pearson
-
-    mae = np.asarray(per_gene_mae(Y_true, Y_pred), dtype=float)
-    r = np.asarray(per_gene_pearson(Y_true, Y_pred), dtype=float)
+    scores = gene_scores(Y_true, Y_pred)
     std = np.where(train_std > 0, train_std, np.nan)
     return pd.DataFrame(
-        {"valid_r": r, "valid_mae": mae, "valid_mae_std": mae / std},
+        {"valid_r": scores["r"].to_numpy(), "valid_mae": scores["mae"].to_numpy(),
+         "valid_mae_std": scores["mae"].to_numpy() / std},
         index=pd.Index(target_ids, name="gene_id"),
     )
 
@@ -351,42 +256,34 @@ def _validation_data(
     landmarks: list[str],
     targets: list[str],
     landmark_means: np.ndarray,
+    scale: str | None,
+    annotation: Any,
     data_dir: str | os.PathLike[str] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Landmark and target matrices of a validation input (absent genes imputed / NaN)."""
-    vdata = prepare_expression(valid, data_dir=data_dir)
-    missing = vdata.missing_genes(landmarks)
-    if len(missing) == len(landmarks):
-        raise MissingGenesError(missing, what="landmark genes", source=vdata.source)
-    if missing:
-        logger.warning(
-            "%d landmarks absent from validation data %s; imputed from training means",
-            len(missing),
-            vdata.source,
-        )
-    XL = vdata.select_genes(landmarks, missing="nan").values
+    vdata, _ = load_input(valid, scale=scale, annotation=annotation, data_dir=data_dir)
+    lm = match_genes(landmarks, vdata.gene_ids)
+    if not lm.present.any():
+        raise MissingGenesError(lm.missing, what="landmark genes", source=vdata.source)
+    if lm.n_missing:
+        logger.warning("%d landmarks absent from validation data %s; imputed from training "
+                       "means", lm.n_missing, vdata.source)
+    XL = lm.take(vdata.values)
     XL = np.where(np.isnan(XL), landmark_means[None, :], XL).astype(np.float32)
-    YT = vdata.select_genes(targets, missing="nan").values
-    return XL, YT
-
-
-def _make_preprocessor(quantile: bool) -> Any:
-    from geneinfer.preprocess import ProfilePreprocessor
-
-    return ProfilePreprocessor(quantile=quantile)
+    return XL, match_genes(targets, vdata.gene_ids).take(vdata.values)
 
 
 def _parse_params(model: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    from geneinfer.models.registry import get_model_class
-
     cls = get_model_class(model)
     params = dict(params or {})
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = [k for k in params if k not in accepted]
     if unknown:
+        example = next(iter(sorted(accepted)), None)
+        hint = f", e.g. --param {example}=..." if example else ""
         raise ConfigError(
             f"model {model!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"it accepts: {', '.join(sorted(accepted)) or 'none'}"
+            f"it accepts: {', '.join(sorted(accepted)) or 'none'}{hint}"
         )
     return params
 
@@ -398,6 +295,8 @@ def train_model(
     panel: Any = "l1000",
     valid: Source | None = None,
     params: dict[str, Any] | None = None,
+    scale: str | None = None,
+    annotation: Any = None,
     data_dir: str | os.PathLike[str] | None = None,
     dedup: bool = True,
     quantile: bool = True,
@@ -423,8 +322,12 @@ def train_model(
         validation metrics slightly optimistic.
     params
         Hyper-parameters for the model.
+    scale, annotation
+        How to read the inputs when their files do not say (see
+        :func:`geneinfer.preprocess.harmonize`): the values' scale, and the probe
+        annotation of their platform.
     data_dir
-        Where public reference files (e.g. the LINCS gene table) are cached.
+        Data folder with public gene tables (:func:`geneinfer.public_data.resolve_data_dir`).
     dedup
         Drop duplicate profiles before splitting.
     quantile
@@ -443,19 +346,22 @@ def train_model(
     """
     name = DEFAULT_MODEL if model in ("default", None) else model
     params = _parse_params(name, params)
-    data, names = load_training_data(train_files_or_data, data_dir=data_dir, progress=progress)
-    match = match_panel(panel, data, data_dir=data_dir)
+    data, names, reports = load_training_data(train_files_or_data, scale=scale,
+                                              annotation=annotation, data_dir=data_dir,
+                                              progress=progress)
+    match = resolve_panel(panel, data, data_dir=data_dir)
     _log_panel(match)
     data, targets, nan_report = drop_incomplete(data, match.landmarks, match.targets)
     dedup_report: dict[str, Any] = {"enabled": bool(dedup)}
     if dedup:
         data, rep = deduplicate(data, match.landmarks + targets, progress=None)
         dedup_report.update(rep)
-    sets = _train_valid_sets(data, match.landmarks, targets, valid, data_dir=data_dir)
+    sets = _train_valid_sets(data, match.landmarks, targets, valid, scale=scale,
+                             annotation=annotation, data_dir=data_dir)
     est = _build_estimator(
         name, params, device=device, checkpoint_dir=checkpoint_dir, progress=progress
     )
-    pre = _make_preprocessor(quantile).fit(sets.X_train, sets.Y_train)
+    pre = ProfilePreprocessor(quantile=quantile).fit(sets.X_train, sets.Y_train)
     logger.info(
         "fitting %s on %d samples x %d landmarks -> %d targets",
         name,
@@ -474,7 +380,7 @@ def train_model(
         landmark_means=sets.landmark_means,
         gene_id_kind=data.gene_id_kind if data.gene_id_kind != "unknown" else "entrez",
     )
-    metrics = gene_metrics_table(
+    metrics = validation_metrics(
         sets.Y_valid,
         bundle.predict_log2(sets.X_valid),
         targets,
@@ -485,6 +391,7 @@ def train_model(
         "model": name,
         "params": est.get_params(deep=False),
         "training_files": names,
+        "inputs": [r.to_json() for r in reports],
         "validation": sets.description,
         "validation_used_for_early_stopping": early_stop,
         "panel": match.summary(),
@@ -520,6 +427,8 @@ def _train_valid_sets(
     targets: list[str],
     valid: Source | None,
     *,
+    scale: str | None,
+    annotation: Any,
     data_dir: str | os.PathLike[str] | None,
 ) -> _Sets:
     """Training matrices, plus a validation input or a seeded held-out share of ``data``."""
@@ -538,9 +447,9 @@ def _train_valid_sets(
     Y_tr = train.select_genes(targets).values
     means = np.nanmean(X_tr, axis=0).astype(np.float32)
     if valid is not None:
-        X_va, Y_va = _validation_data(
-            valid, landmarks=landmarks, targets=targets, landmark_means=means, data_dir=data_dir
-        )
+        X_va, Y_va = _validation_data(valid, landmarks=landmarks, targets=targets,
+                                      landmark_means=means, scale=scale, annotation=annotation,
+                                      data_dir=data_dir)
     return _Sets(X_tr, Y_tr, X_va, Y_va, means, desc)
 
 
@@ -566,19 +475,14 @@ def _build_estimator(
     checkpoint_dir: str | os.PathLike[str] | None,
     progress: bool,
 ) -> Any:
-    from geneinfer.models.registry import make_model
-
     est = make_model(name, **params)
-    extra: dict[str, Any] = {}
     have = est.get_params(deep=False)
-    if "device" in have and "device" not in params:
-        extra["device"] = resolve_device(device)
-    if "checkpoint_dir" in have and "checkpoint_dir" not in params and checkpoint_dir:
-        extra["checkpoint_dir"] = os.fspath(checkpoint_dir)
-    for flag in ("progress", "verbose"):
-        if flag in have and flag not in params:
-            extra[flag] = bool(progress)
-    _set_if_param(est, **extra)
+    extra: dict[str, Any] = {"device": device, "progress": bool(progress),
+                             "checkpoint_dir": os.fspath(checkpoint_dir) if checkpoint_dir
+                             else None}
+    # settings of the run, for models that have them and where the user set none
+    est.set_params(**{k: v for k, v in extra.items()
+                      if k in have and k not in params and v is not None})
     return est
 
 

@@ -206,6 +206,21 @@ class OffsetScaleCalibrator(TransformerMixin, BaseEstimator):
             )
         return (self.scale_ * (P - self.center_) + self.center_ + self.offset_).astype(np.float32)
 
+    def expand(self, present: np.ndarray) -> OffsetScaleCalibrator:
+        """This calibrator, fitted on the genes where ``present`` is True, over all genes:
+        the others get no correction (offset 0, slope 1)."""
+        present = np.asarray(present, dtype=bool)
+        full = OffsetScaleCalibrator(**self.get_params())
+        full.n_features_in_, full.n_samples_ = len(present), self.n_samples_
+        full.tau2_offset_, full.tau2_scale_ = self.tau2_offset_, self.tau2_scale_
+        full.offset_, full.scale_, full.center_ = (np.zeros(len(present)),
+                                                   np.ones(len(present)),
+                                                   np.zeros(len(present)))
+        full.offset_[present] = self.offset_
+        full.scale_[present] = self.scale_
+        full.center_[present] = self.center_
+        return full
+
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"offset": self.offset_, "scale": self.scale_, "center": self.center_}
         meta = {

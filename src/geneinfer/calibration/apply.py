@@ -10,7 +10,7 @@ remedies are offered around any :class:`~geneinfer.models.bundle.InferenceModel`
   the study), not as absolute levels.
 * **Per-gene offset/scale** learned from a few samples of the new platform that have full
   profiles (landmarks and targets measured), with empirical-Bayes shrinkage toward no change
-  (:class:`~geneinfer.preprocess.calibrate.OffsetScaleCalibrator`). Outputs are then on the new
+  (:class:`~geneinfer.calibration.OffsetScaleCalibrator`). Outputs are then on the new
   platform's scale.
 
 Both wrap the model in a :class:`CalibratedModel`, which streaming prediction treats like any
@@ -24,11 +24,13 @@ import os
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from geneinfer.calibration.estimator import OffsetScaleCalibrator
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
-from geneinfer.preprocess.calibrate import OffsetScaleCalibrator
+from geneinfer.genes.matching import match_genes
+from geneinfer.io import open_blocks
+from geneinfer.preprocess import Harmonizer, LandmarkInputs, harmonize
 
 logger = logging.getLogger(__name__)
 
@@ -84,30 +86,32 @@ class CalibratedModel:
 
 
 def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionData, *,
-                    block_size: int = 10000) -> np.ndarray:
+                    block_size: int = 10000, data_dir: str | os.PathLike[str] | None = None
+                    ) -> np.ndarray:
     """Training landmark means minus the input's landmark means (log2), per landmark.
 
-    The input is read in blocks (flat memory); landmarks absent from the input, or with no
-    observed value, get a shift of 0.
+    The input is read in blocks (flat memory) and harmonised like any prediction input;
+    landmarks absent from the input, or with no observed value, get a shift of 0.
     """
-    from geneinfer.predict.inputs import open_source
-    from geneinfer.predict.streaming import as_predictor, map_landmarks
-
     means = getattr(model, "landmark_means", None)
     if means is None:
         raise GeneinferError(
             "this model has no training landmark means; retrain it with this geneinfer "
             "version to use --center-landmarks"
         )
-    pred = as_predictor(model)
-    with open_source(input_path) as source:
-        lmap = map_landmarks(source, pred)
-        n_land = len(pred.landmark_ids)
-        total = np.zeros(n_land)
-        count = np.zeros(n_land)
-        for start in range(0, source.n_samples, block_size):
-            stop = min(start + block_size, source.n_samples)
-            X = lmap.assemble(source.read(start, stop, lmap.read_cols)).astype(np.float64)
+    n_land = len(model.landmark_ids)
+    total, count = np.zeros(n_land), np.zeros(n_land)
+    with open_blocks(input_path) as reader:
+        harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir,
+                                           to=getattr(model, "gene_id_kind", "entrez"))
+        inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=means,
+                                     missing="impute")
+        for start in range(0, reader.n_samples, block_size):
+            stop = min(start + block_size, reader.n_samples)
+            raw = reader.read(start, stop, inputs.read_cols)
+            values = harmonizer.transform(raw, outputs=inputs.outputs, columns=inputs.read_cols,
+                                          sample_ids=reader.sample_ids()[start:stop])
+            X = inputs.match.take(values).astype(np.float64)
             total += np.nansum(X, axis=0)
             count += np.sum(np.isfinite(X), axis=0)
     observed = count > 0
@@ -130,38 +134,27 @@ def fit_offset_calibrator(
 ) -> tuple[OffsetScaleCalibrator, int]:
     """Learn a per-gene offset (and slope with ``scale``) from full profiles of a new platform.
 
-    ``profiles`` hold landmarks and targets measured on the new platform (any scale geneinfer
-    reads: log2, linear, RNA-seq counts -> log2 CPM; probes or Ensembl ids are mapped like in
-    ``InferenceModel.predict``). Targets not measured there keep no correction.
+    ``profiles`` hold landmarks and targets measured on the new platform; they are harmonised
+    like any input (log2, canonical gene ids). Targets not measured there keep no correction.
 
     Returns the calibrator over all model targets and the number of targets it could learn.
     """
-    from geneinfer.models.bundle import _on_log2, _to_genes
-
-    genes = _on_log2(_to_genes(profiles, getattr(model, "gene_id_kind", "entrez"), data_dir))
-    X = model.landmark_matrix(genes, missing_landmarks="impute")
+    genes, _ = harmonize(profiles, data_dir=data_dir,
+                         to=getattr(model, "gene_id_kind", "entrez"))
+    landmarks = match_genes(model.landmark_ids, genes.gene_ids)
+    X = landmarks.take(genes.values, fill=np.asarray(model.landmark_means, dtype=np.float32))
+    X = np.where(np.isnan(X), np.asarray(model.landmark_means)[None, :], X)
     if landmark_shift is not None:
         X = X + landmark_shift[None, :]
-    pred = np.asarray(model.predict_log2(X), dtype=np.float64)
-    keys = pd.Index([str(t) for t in model.target_ids])
-    pos = genes.gene_ids.get_indexer(keys)
-    present = pos >= 0
-    if not present.any():
+    pred = np.asarray(model.predict_log2(X.astype(np.float32)), dtype=np.float64)
+    targets = match_genes(model.target_ids, genes.gene_ids)
+    if not targets.present.any():
         raise GeneinferError(
             f"calibration profiles{' in ' + genes.source if genes.source else ''} measure none "
-            f"of the model's {len(keys)} target genes (expected full profiles with the same "
-            "gene ids)"
+            f"of the model's {len(model.target_ids)} target genes (expected full profiles with "
+            "the same genes)"
         )
-    truth = genes.values[:, pos[present]].astype(np.float64)
+    truth = genes.values[:, targets.columns()].astype(np.float64)
+    present = targets.present
     part = OffsetScaleCalibrator(scale=scale).fit(pred[:, present], truth)
-    full = OffsetScaleCalibrator(scale=scale)
-    full.n_features_in_ = len(keys)
-    full.n_samples_ = part.n_samples_
-    full.tau2_offset_, full.tau2_scale_ = part.tau2_offset_, part.tau2_scale_
-    full.offset_ = np.zeros(len(keys))
-    full.scale_ = np.ones(len(keys))
-    full.center_ = np.zeros(len(keys))
-    full.offset_[present] = part.offset_
-    full.scale_[present] = part.scale_
-    full.center_[present] = part.center_
-    return full, int(present.sum())
+    return part.expand(present), int(present.sum())

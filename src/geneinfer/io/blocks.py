@@ -1,0 +1,253 @@
+"""Random access to the samples of an expression file, one block at a time.
+
+A :class:`BlockReader` knows a file's gene ids and gene metadata, its sample ids and sample
+metadata, the scale the file states and its gene id kind, and reads the values of any range
+of samples for any genes: ``read(start, stop, cols)``. Random access (not only iteration) is
+what lets a killed prediction resume at its last finished block and each rank of a sharded
+run read only its own samples. Memory stays at about one block:
+
+* GCTX and h5ad read slices of the on-disk matrix (:mod:`geneinfer.io.gctx`,
+  :mod:`geneinfer.io.h5ad`);
+* text has no random access, so GCT and TSV/CSV are parsed once, with the same parser as a
+  whole-file read, into a float32 *spool* (:class:`Spool`): in memory when small, else a
+  temporary memory-mapped file that is deleted on :meth:`BlockReader.close`;
+* SOFT and series-matrix files are read whole (:class:`MemoryBlocks`), as is data already in
+  memory.
+
+Readers are made by :func:`geneinfer.io.open_blocks` and used as context managers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from geneinfer.errors import GeneinferError, MissingGenesError
+from geneinfer.expression import ExpressionData
+
+#: Spools larger than this go to a memory-mapped temporary file instead of RAM.
+SPOOL_IN_MEMORY_BYTES = 256 * 1024 * 1024
+
+
+class BlockReader:
+    """Base class of random-access readers (see the module docstring).
+
+    Attributes
+    ----------
+    source
+        The file (or a description of in-memory data), for messages.
+    n_samples
+        Number of samples in the file.
+    gene_ids
+        Gene ids in file order.
+    genes
+        Gene metadata indexed by ``gene_ids`` (with derived ``symbol``/``entrez`` columns).
+    scale
+        The scale the file states, else ``"unknown"`` (see :mod:`geneinfer.scales`).
+    gene_id_kind
+        What the gene ids are (see :mod:`geneinfer.idkinds`).
+    """
+
+    source: str
+    path: Path | None = None
+    n_samples: int
+    gene_ids: pd.Index
+    genes: pd.DataFrame
+    scale: str = "unknown"
+    gene_id_kind: str = "unknown"
+
+    # -- subclasses -----------------------------------------------------------------------
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        """Float32 values of samples ``start .. stop`` (rows) for gene columns ``cols``
+        (positions into :attr:`gene_ids`; None = all)."""
+        raise NotImplementedError
+
+    def sample_ids(self) -> pd.Index:
+        """All sample ids, in file order."""
+        raise NotImplementedError
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        """``(name, getter)`` of each sample-metadata column; a getter loads the column for
+        all samples (one column at a time keeps memory bounded for millions of samples)."""
+        return []
+
+    def close(self) -> None:
+        """Release open files and temporary spools."""
+
+    # -- shared ---------------------------------------------------------------------------
+    def columns_of(self, genes: Sequence[str]) -> np.ndarray:
+        """Column positions of ``genes`` (all must be present)."""
+        pos = self.gene_ids.get_indexer(pd.Index([str(g) for g in genes]))
+        if (pos < 0).any():
+            absent = [str(g) for g, p in zip(genes, pos) if p < 0]
+            raise MissingGenesError(absent, what="genes", source=self.source)
+        return pos
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Sample metadata of samples ``start .. stop`` (index = sample ids)."""
+        stop = self.n_samples if stop is None else stop
+        ids = self.sample_ids()[start:stop]
+        frame = pd.DataFrame(index=pd.Index(ids, dtype=object))
+        for name, get in self.sample_columns():
+            values = np.asarray(get())[start:stop]
+            if values.dtype.kind == "S":
+                values = np.char.decode(values, "utf-8").astype(object)
+            frame[name] = values
+        return frame
+
+    def read_rows(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """Values of the samples at positions ``rows`` (any order); readers with random
+        row access override this, the default reads the range that spans them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.empty((0, len(self.gene_ids) if cols is None else len(cols)), np.float32)
+        lo = int(rows.min())
+        return self.read(lo, int(rows.max()) + 1, cols)[rows - lo]
+
+    def block(self, start: int, stop: int, *, genes: Sequence[str] | None = None
+              ) -> ExpressionData:
+        """Samples ``start .. stop`` as :class:`ExpressionData` (only ``genes``, if given)."""
+        stop = min(stop, self.n_samples)
+        cols = None if genes is None else self.columns_of(genes)
+        return self._data(self.read(start, stop, cols), self.sample_ids()[start:stop],
+                          self.samples(start, stop), cols)
+
+    def take(self, rows: Sequence[int] | np.ndarray, *, genes: Sequence[str] | None = None
+             ) -> ExpressionData:
+        """The samples at positions ``rows`` (in that order) as :class:`ExpressionData`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = None if genes is None else self.columns_of(genes)
+        return self._data(self.read_rows(rows, cols), self.sample_ids()[rows],
+                          self.samples().iloc[rows], cols)
+
+    def _data(self, values: np.ndarray, sample_ids: pd.Index, samples: pd.DataFrame,
+              cols: np.ndarray | None) -> ExpressionData:
+        return ExpressionData(
+            values=values,
+            gene_ids=self.gene_ids if cols is None else self.gene_ids[cols],
+            sample_ids=sample_ids,
+            genes=self.genes if cols is None else self.genes.iloc[cols],
+            samples=samples,
+            scale=self.scale,
+            gene_id_kind=self.gene_id_kind,
+            source=self.source,
+        )
+
+    def iter_blocks(self, block_size: int, *, genes: Sequence[str] | None = None
+                    ) -> Iterator[ExpressionData]:
+        """Consecutive blocks of at most ``block_size`` samples."""
+        if block_size < 1:
+            raise GeneinferError(f"block size must be a positive number of samples, "
+                                 f"got {block_size}")
+        for start in range(0, self.n_samples, block_size):
+            yield self.block(start, start + block_size, genes=genes)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies this input for resuming: path, size, mtime, shape."""
+        size = mtime = None
+        if self.path is not None:
+            try:
+                st = self.path.stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                pass
+        return {
+            "input": str(self.path.resolve()) if self.path is not None else self.source,
+            "size": size,
+            "mtime_ns": mtime,
+            "n_samples": self.n_samples,
+            "n_genes": len(self.gene_ids),
+        }
+
+    def __enter__(self) -> BlockReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MemoryBlocks(BlockReader):
+    """Blocks of an :class:`ExpressionData` that is already in memory."""
+
+    def __init__(self, data: ExpressionData, *, path: str | os.PathLike[str] | None = None
+                 ) -> None:
+        self.data = data
+        self.path = Path(path) if path is not None else None
+        self.source = str(path) if path is not None else (data.source or "<in-memory data>")
+        self.n_samples = data.n_samples
+        self.gene_ids = data.gene_ids
+        self.genes = data.genes
+        self.scale = data.scale
+        self.gene_id_kind = data.gene_id_kind
+
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        block = self.data.values[start:stop]
+        return block if cols is None else block[:, cols]
+
+    def sample_ids(self) -> pd.Index:
+        return self.data.sample_ids
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        s = self.data.samples
+        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        return self.data.samples.iloc[start:stop]
+
+    def fingerprint(self) -> dict[str, object]:
+        if self.path is not None and self.path.is_file():
+            return super().fingerprint()
+        digest = hashlib.sha256(np.ascontiguousarray(self.data.values).tobytes())
+        digest.update("\t".join(self.data.gene_ids).encode())
+        return {"memory": digest.hexdigest(), "n_samples": self.n_samples,
+                "n_genes": len(self.gene_ids)}
+
+
+class Spool:
+    """A float32 matrix filled row chunk by row chunk while text is parsed.
+
+    ``rows`` is the file's row axis (genes of a GCT, samples or genes of a table). Small
+    spools live in memory; larger ones in a temporary ``.npy`` memory map, deleted by
+    :meth:`close`. The capacity grows when the number of rows is not known in advance.
+    """
+
+    def __init__(self, n_cols: int, *, n_rows: int | None = None) -> None:
+        self.n_cols = int(n_cols)
+        self.n_rows = 0
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._array = self._new(n_rows if n_rows is not None else 1024)
+
+    def _new(self, capacity: int) -> np.ndarray:
+        if capacity * self.n_cols * 4 <= SPOOL_IN_MEMORY_BYTES:
+            return np.empty((capacity, self.n_cols), dtype=np.float32)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="geneinfer-spool-")
+        name = os.path.join(self._tmp.name, f"spool{capacity}.npy")
+        return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32,
+                                         shape=(capacity, self.n_cols))
+
+    def append(self, chunk: np.ndarray) -> None:
+        """Add rows (``(k, n_cols)``)."""
+        k = len(chunk)
+        if self.n_rows + k > len(self._array):
+            grown = self._new(max(2 * len(self._array), self.n_rows + k))
+            grown[: self.n_rows] = self._array[: self.n_rows]
+            self._array = grown
+        self._array[self.n_rows : self.n_rows + k] = chunk
+        self.n_rows += k
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array[: self.n_rows]
+
+    def close(self) -> None:
+        self._array = np.empty((0, self.n_cols), dtype=np.float32)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -1,0 +1,441 @@
+"""What one prediction run needs, shared by single-process, worker and torchrun runs.
+
+* :class:`Predictor` - the model side: a ``predict_fn`` from log2 landmark profiles to log2
+  targets plus gene ids, built from a model directory or an
+  :class:`~geneinfer.models.bundle.InferenceModel` (:func:`as_predictor`).
+* :class:`Plan` - the input side, fixed for a run: the input's
+  :class:`~geneinfer.preprocess.Harmonizer` (scale, gene ids) and the model's landmarks among
+  its genes (:class:`~geneinfer.preprocess.LandmarkInputs`), the output genes, the blocks and
+  a fingerprint for resuming (:func:`make_plan`).
+* :func:`prepare_output` and :func:`run_blocks` - the unfinished output file and the loop
+  that predicts blocks into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
+from geneinfer.io import BlockReader
+from geneinfer.io.preallocated import RowWriter, create_matrix_file
+from geneinfer.models.bundle import InferenceModel
+from geneinfer.predict import resume
+from geneinfer.preprocess import Harmonizer, LandmarkInputs
+
+logger = logging.getLogger(__name__)
+
+#: samples predicted and written at once inside a block (bounds memory: 2048 x 22,268 float32
+#: is 182 MB; a whole 10,000-sample block would be 890 MB)
+DEFAULT_BATCH = 2048
+#: bump when the output layout changes, so old partial files are not resumed
+LAYOUT_VERSION = 2
+
+
+def say(message: str, *, progress: bool) -> None:
+    """Tell the user (stderr) when running interactively; log otherwise."""
+    logger.info(message)
+    if progress:
+        print(f"geneinfer: {message}", file=sys.stderr, flush=True)
+
+
+def progress_bar(total: int, *, enabled: bool, initial: int = 0, desc: str = "predict") -> tqdm:
+    """The prediction progress bar (profiles, profiles/s, time left)."""
+    return tqdm(total=total, initial=initial, unit="profiles", unit_scale=True, desc=desc,
+                disable=not enabled, smoothing=0.1, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- the model side
+@dataclass(eq=False)
+class Predictor:
+    """What prediction needs from a model.
+
+    Parameters
+    ----------
+    predict_fn
+        Maps ``(n, n_landmarks)`` float32 log2 profiles (landmark order) to ``(n, n_targets)``
+        log2 predictions. Must be deterministic for the same rows.
+    landmark_ids, target_ids
+        Gene ids of the model's inputs and outputs (Entrez ids as strings on L1000 data).
+    landmark_symbols, target_symbols
+        Gene symbols in the same order (used in messages and outputs).
+    gene_metrics
+        Per-target validation metrics (index = target ids; ``valid_r``, ``valid_mae``).
+    landmark_means
+        Training mean of each landmark, used by ``missing_landmarks="impute"``.
+    gene_id_kind
+        Kind of the model's gene ids; inputs are harmonised to it.
+    checksum
+        Identifies the model for resuming; computed from a probe prediction if not given.
+    model
+        The original model object, handed to worker processes.
+    """
+
+    predict_fn: Callable[[np.ndarray], np.ndarray]
+    landmark_ids: list[str]
+    target_ids: list[str]
+    landmark_symbols: list[str] | None = None
+    target_symbols: list[str] | None = None
+    gene_metrics: pd.DataFrame | None = None
+    landmark_means: np.ndarray | None = None
+    gene_id_kind: str = "entrez"
+    checksum: str | None = None
+    model: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.landmark_ids = [str(g) for g in self.landmark_ids]
+        self.target_ids = [str(g) for g in self.target_ids]
+        self.landmark_symbols = [str(s) for s in (self.landmark_symbols or self.landmark_ids)]
+        self.target_symbols = [str(s) for s in (self.target_symbols or self.target_ids)]
+        if self.landmark_means is not None:
+            self.landmark_means = np.asarray(self.landmark_means, dtype=np.float32)
+        if self.checksum is None:
+            self.checksum = self._probe_checksum()
+
+    def _probe_checksum(self) -> str:
+        """Hash of the gene ids and of predictions on a fixed probe input.
+
+        Any change of weights changes the predictions, so this identifies the model without
+        knowing how it is stored.
+        """
+        rng = np.random.default_rng(12345)
+        base = self.landmark_means if self.landmark_means is not None else 8.0
+        probe = (base + rng.standard_normal((4, len(self.landmark_ids)))).astype(np.float32)
+        out = np.ascontiguousarray(self.predict_fn(probe), dtype=np.float32)
+        h = hashlib.sha256()
+        h.update(json.dumps([self.landmark_ids, self.target_ids]).encode())
+        h.update(np.round(out, 4).tobytes())
+        return h.hexdigest()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # worker processes rebuild predict_fn from the model object (bound methods of
+        # torch-backed estimators pickle poorly); plain callables are sent as they are
+        state = dict(self.__dict__)
+        if self.model is not None:
+            state["predict_fn"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.predict_fn is None and self.model is not None:
+            self.predict_fn = self.model.predict_log2
+
+
+def _model_dir_checksum(path: Path) -> str:
+    h = hashlib.sha256()
+    h.update((path / "model.json").read_bytes())  # it holds the weights' SHA-256
+    return h.hexdigest()
+
+
+def as_predictor(model: Any) -> Predictor:
+    """A :class:`Predictor` from a model directory, an InferenceModel or a Predictor."""
+    if isinstance(model, Predictor):
+        return model
+    checksum = None
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        model = InferenceModel.load(path, device="cpu")
+        checksum = _model_dir_checksum(path)
+    if not hasattr(model, "predict_log2") or not hasattr(model, "landmark_ids"):
+        raise ConfigError(
+            f"{type(model).__name__} is not a prediction model (needs predict_log2 and "
+            "landmark_ids); pass a model directory or an InferenceModel"
+        )
+    return Predictor(
+        predict_fn=model.predict_log2,
+        landmark_ids=list(model.landmark_ids),
+        target_ids=list(model.target_ids),
+        landmark_symbols=getattr(model, "landmark_symbols", None),
+        target_symbols=getattr(model, "target_symbols", None),
+        gene_metrics=getattr(model, "gene_metrics", None),
+        landmark_means=getattr(model, "landmark_means", None),
+        gene_id_kind=getattr(model, "gene_id_kind", "entrez") or "entrez",
+        checksum=checksum,
+        model=model,
+    )
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class PlanOptions:
+    """The options of a prediction run that every process must agree on.
+
+    Attributes
+    ----------
+    block_size
+        Samples per block: the unit of resuming and of sharding.
+    batch_size
+        Samples predicted at once inside a block (memory bound); default 2048.
+    missing_landmarks
+        ``"error"`` or ``"impute"`` (absent landmarks and missing values).
+    min_r
+        Keep only target genes whose validation r is at least this.
+    with_reliability
+        Add ``valid_r`` and ``valid_mae`` to the output's gene metadata.
+    fmt
+        Output format.
+    scale, annotation, data_dir
+        How to read the input (:func:`geneinfer.preprocess.harmonize`).
+    """
+
+    block_size: int = 10000
+    batch_size: int | None = None
+    missing_landmarks: str = "error"
+    min_r: float | None = None
+    with_reliability: bool = False
+    fmt: str = "gctx"
+    scale: str | None = None
+    annotation: Any = None
+    data_dir: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What of these options changes the output's bytes (for resuming)."""
+        ann = self.annotation
+        return {"block_size": self.block_size, "missing_landmarks": self.missing_landmarks,
+                "min_r": self.min_r, "with_reliability": self.with_reliability,
+                "format": self.fmt, "scale": self.scale,
+                "annotation": ann if isinstance(ann, (str, type(None))) else "table",
+                "data_dir": self.data_dir}
+
+
+@dataclass(eq=False)
+class Plan:
+    """Everything fixed for one prediction run (the same in every worker)."""
+
+    source: BlockReader
+    pred: Predictor
+    inputs: LandmarkInputs
+    target_idx: np.ndarray | None  # None = all targets
+    gene_table: pd.DataFrame
+    block_size: int
+    batch_size: int
+    fingerprint: str
+    n_imputed: int = 0
+
+    @property
+    def n_samples(self) -> int:
+        return self.source.n_samples
+
+    @property
+    def n_blocks(self) -> int:
+        return max(1, -(-self.n_samples // self.block_size))
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        start = block * self.block_size
+        return start, min(self.n_samples, start + self.block_size)
+
+    def landmarks(self, start: int, stop: int) -> np.ndarray:
+        """The ``(stop - start, n_landmarks)`` log2 landmark matrix of samples start..stop."""
+        raw = self.source.read(start, stop, self.inputs.read_cols)
+        n_cols = len(self.source.gene_ids) if self.inputs.read_cols is None \
+            else len(self.inputs.read_cols)
+        if raw.ndim != 2 or raw.shape != (stop - start, n_cols):
+            raise InputFormatError(
+                self.source.source, f"block of samples {start}..{stop} has shape {raw.shape}",
+                expected=f"({stop - start}, {n_cols})",
+            )
+        ids = self.source.sample_ids()[start:stop]
+        X, n_imputed = self.inputs.landmarks(raw, sample_ids=ids,
+                                             where=f"samples {start}..{stop}")
+        self.n_imputed += n_imputed
+        return X
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        Y = np.asarray(self.pred.predict_fn(X), dtype=np.float32)
+        if Y.shape != (X.shape[0], len(self.pred.target_ids)):
+            raise GeneinferError(
+                f"model returned shape {Y.shape} for {X.shape[0]} samples, expected "
+                f"({X.shape[0]}, {len(self.pred.target_ids)})"
+            )
+        return Y if self.target_idx is None else Y[:, self.target_idx]
+
+    def batches(self, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(s, e, predictions)`` for the sub-batches of samples start..stop."""
+        for s in range(start, stop, self.batch_size):
+            e = min(stop, s + self.batch_size)
+            yield s, e, self.predict(self.landmarks(s, e))
+
+
+def _select_targets(pred: Predictor, min_r: float | None, progress: bool) -> np.ndarray | None:
+    if min_r is None:
+        return None
+    gm = pred.gene_metrics
+    if gm is None or "valid_r" not in gm or gm["valid_r"].isna().all():
+        raise ConfigError("this model has no per-gene validation metrics (valid_r); "
+                          "cannot use --min-r")
+    r = gm["valid_r"].reindex(pd.Index(pred.target_ids)).to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        keep = np.flatnonzero(r >= min_r)
+    if not len(keep):
+        raise ConfigError(
+            f"no target gene has validation r >= {min_r} (best is {np.nanmax(r):.3f})"
+        )
+    say(f"{len(keep)} of {len(r)} target genes pass valid_r >= {min_r}", progress=progress)
+    return keep
+
+
+def _gene_table(pred: Predictor, idx: np.ndarray | None, with_reliability: bool) -> pd.DataFrame:
+    ids = pd.Index(pred.target_ids, name="gene_id")
+    table = pd.DataFrame({"pr_gene_symbol": pred.target_symbols}, index=ids)
+    if with_reliability:
+        gm = pred.gene_metrics if pred.gene_metrics is not None else pd.DataFrame(index=ids)
+        for col in ("valid_r", "valid_mae"):
+            values = gm[col].reindex(ids) if col in gm else pd.Series(np.nan, index=ids)
+            table[col] = values.to_numpy(dtype=np.float64)
+    return table if idx is None else table.iloc[idx]
+
+
+def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
+              progress: bool = False) -> Plan:
+    """Harmonise the input, find the landmarks, choose targets and compute the resume
+    fingerprint (only the first samples are read, to decide the scale)."""
+    if options.block_size < 1:
+        raise ConfigError(f"block size must be a positive number of samples, got "
+                          f"{options.block_size}")
+    if source.n_samples == 0:
+        raise InputFormatError(source.source, "no samples", expected="at least one profile")
+    harmonizer = Harmonizer.for_reader(source, scale=options.scale,
+                                       annotation=options.annotation,
+                                       data_dir=options.data_dir, to=pred.gene_id_kind)
+    say(harmonizer.report.summary(), progress=progress)
+    inputs = LandmarkInputs.plan(harmonizer, pred.landmark_ids,
+                                 landmark_symbols=pred.landmark_symbols,
+                                 means=pred.landmark_means, missing=options.missing_landmarks)
+    if inputs.n_absent:
+        say(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
+            f"{source.source}; imputed from training means", progress=progress)
+    target_idx = _select_targets(pred, options.min_r, progress)
+    table = _gene_table(pred, target_idx, options.with_reliability)
+    fp = {"layout": LAYOUT_VERSION, "input": source.fingerprint(), "model": pred.checksum,
+          "options": options.fingerprint()}
+    fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    return Plan(source, pred, inputs, target_idx, table, options.block_size,
+                min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint)
+
+
+# ---------------------------------------------------------------------- running blocks
+@dataclass
+class PredictResult:
+    """Summary of a finished :func:`geneinfer.predict.predict_file` run."""
+
+    output: Path
+    n_samples: int
+    n_genes: int
+    n_imputed_values: int = 0
+    n_imputed_landmarks: int = 0
+    resumed_blocks: int = 0
+    seconds: float = 0.0
+
+
+def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set[int]:
+    """Create ``OUT.partial`` or reopen a matching one; return the blocks already finished."""
+    part = resume.partial_path(output)
+    if part.exists():
+        header = resume.read_partial_header(part, fmt)
+        if header is not None and header[0] == plan.fingerprint:
+            done = resume.ProgressLog.finished_blocks(output, plan.fingerprint)
+            if done:
+                say(f"resuming {part}: {len(done)} of {plan.n_blocks} blocks already done",
+                    progress=progress)
+            return done
+        say(f"{part} is unfinished output of a different input, model or options (or is "
+            "damaged); starting over", progress=progress)
+    resume.remove_partial(output)
+    columns = plan.source.sample_columns()
+    if fmt == "gctx" and "values" not in {name for name, _ in columns}:
+        # the project's GCT/GCTX convention for the scale (read back by geneinfer.io)
+        n = plan.n_samples
+        columns.append(("values", lambda: np.full(n, b"log2", dtype="S4")))
+    create_matrix_file(
+        part, fmt=fmt, gene_table=plan.gene_table, sample_ids=plan.source.sample_ids(),
+        sample_columns=columns, attrs=resume.partial_attrs(plan.fingerprint),
+    )
+    return set()
+
+
+def run_blocks(
+    plan: Plan,
+    output: Path,
+    fmt: str,
+    blocks: list[int],
+    *,
+    rank: int = 0,
+    bar: Any = None,
+) -> None:
+    """Predict and write ``blocks`` into ``OUT.partial``, recording each finished block.
+
+    Writes run in a background thread so the disk works while the next sub-batch is
+    predicted; at most two sub-batches are in flight (memory stays bounded).
+    """
+    part = resume.partial_path(output)
+    header = resume.read_partial_header(part, fmt)
+    if header is None or header[0] != plan.fingerprint:
+        raise GeneinferError(f"{part}: unfinished output missing or not from this run")
+    _, offset, shape = header
+    log = resume.ProgressLog(output, rank=rank, fingerprint=plan.fingerprint)
+    pending: deque[Future] = deque()
+    failed: list[BaseException] = []
+
+    def write(writer: RowWriter, start: int, rows: np.ndarray) -> None:
+        if failed:
+            return
+        try:
+            writer.write_rows(start, rows)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    def mark(block: int) -> None:
+        if not failed:  # a block is recorded only if all of its rows were written
+            log.mark_done(block)
+
+    try:
+        with RowWriter(part, offset=offset, shape=shape) as writer, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="gi-write") as pool:
+            for block in blocks:
+                start, stop = plan.block_range(block)
+                for s, e, Y in plan.batches(start, stop):
+                    while len(pending) >= 2:
+                        pending.popleft().result()
+                    pending.append(pool.submit(write, writer, s, Y))
+                    if bar is not None:
+                        bar.update(e - s)
+                # FIFO on one thread: the block is recorded after its rows are written
+                pending.append(pool.submit(mark, block))
+            while pending:
+                pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        log.close()
+
+
+def finish_output(plan: Plan, output: Path, done_before: set[int], seconds: float, *,
+                  progress: bool) -> PredictResult:
+    """Check every block is recorded, then move ``OUT.partial`` to ``OUT``."""
+    missing = set(range(plan.n_blocks)) - resume.ProgressLog.finished_blocks(output,
+                                                                              plan.fingerprint)
+    if missing:
+        raise GeneinferError(
+            f"{resume.partial_path(output)}: blocks {sorted(missing)[:10]} were not written; "
+            "rerun the same command to resume"
+        )
+    resume.finish(output)
+    if plan.n_imputed:
+        say(f"{plan.n_imputed} missing landmark values imputed from training means",
+            progress=progress)
+    return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
+                         plan.inputs.n_absent, len(done_before), seconds)
