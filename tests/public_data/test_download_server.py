@@ -398,7 +398,7 @@ def test_a_second_fetch_of_the_same_file_exits_2_naming_the_holder(
     assert len(_Handler.requests) == 1 and _leftovers(dest.parent) == [TG]
 
 
-def test_missing_file_bad_url_and_unreachable_host_are_clear_errors(server, tmp_path):
+def test_missing_file_bad_url_unreachable_host_and_bad_folder_are_clear_errors(server, tmp_path):
     url, _ = server
     with pytest.raises(DataUnavailableError, match="HTTP 404"):
         download(f"{url}/nope.txt", tmp_path / "nope.txt", progress=False)
@@ -415,3 +415,6 @@ def test_missing_file_bad_url_and_unreachable_host_are_clear_errors(server, tmp_
     with pytest.raises(DataUnavailableError, match="cannot reach"):
         download("http://127.0.0.1:9/x", tmp_path / "x", progress=False, timeout=5)
     assert not (tmp_path / "x").exists()
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(DataUnavailableError, match=r"^cannot write .*a_file"):
+        download(f"{url}/{TG}", tmp_path / "a_file" / TG, progress=False)

@@ -655,26 +655,41 @@ def download(
         If another process (or thread) is downloading to ``dest``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(dest, what="downloading"):
+            if url.startswith("file://"):
+                return _copy_local(url, dest, sha256=sha256, md5=md5, size=size)
+            _check_url(url)
+            return _download_locked(url, dest, sha256=sha256, md5=md5, size=size,
+                                    progress=progress, timeout=timeout)
+    except OSError as exc:
+        # Network errors are already DataUnavailableErrors: this is the local disk (full,
+        # read-only, ...). A resumable .part stays for the next run.
+        where = exc.filename or dest
+        raise DataUnavailableError(f"cannot write {where}: {exc.strerror or exc}") from exc
+
+
+def _download_locked(
+    url: str, dest: Path, *, sha256: str | None, md5: str | None, size: int | None,
+    progress: bool, timeout: float,
+) -> Path:
     part, state = _partial_paths(dest)
-    with exclusive_lock(dest, what="downloading"):
-        if url.startswith("file://"):
-            return _copy_local(url, dest, part, sha256=sha256, md5=md5, size=size)
-        _check_url(url)
-        outcome = _fetch_into(url, part, state, timeout=timeout, progress=progress)
-        try:
-            _accept(part, url, outcome, sha256=sha256, md5=md5, size=size)
-        except DataUnavailableError:
-            _discard(part, state)
-            raise
-        os.replace(part, dest)
-        _discard(state)
+    outcome = _fetch_into(url, part, state, timeout=timeout, progress=progress)
+    try:
+        _accept(part, url, outcome, sha256=sha256, md5=md5, size=size)
+    except DataUnavailableError:
+        _discard(part, state)
+        raise
+    os.replace(part, dest)
+    _discard(state)
     return dest
 
 
 def _copy_local(
-    url: str, dest: Path, part: Path, *, sha256: str | None, md5: str | None, size: int | None
+    url: str, dest: Path, *, sha256: str | None, md5: str | None, size: int | None
 ) -> Path:
+    part = _partial_paths(dest)[0]
     src = Path(urllib.request.url2pathname(url.removeprefix("file://")))
     if not src.is_file():
         raise DataUnavailableError(f"no such file: {src}")
