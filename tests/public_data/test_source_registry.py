@@ -106,3 +106,41 @@ def test_data_command_list_path_and_errors(shared, tmp_path, capsys, monkeypatch
     assert err.count("\n") == 1
     assert main(["data", "fetch", "geo_soft", "--accession", "E-MTAB-1"]) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "accession"), [
+    ("geo_soft", "GSE١٢٣"),  # Arabic-Indic digits: \d would match them
+    ("geo_platform_annot", "GPL٩٦"),
+    ("geo_suppl", "GSE1/.."),
+    ("geo_suppl", "GSE92742/../../etc/passwd"),
+    ("geo_suppl", "GSE1/.hidden"),
+    ("geo_suppl", "GSE1/a..b"),
+    ("geo_suppl", "GSE1/a\\b"),
+    ("arrayexpress", "E-MTAB-1/.."),
+    ("arrayexpress", "E-MTAB-١"),
+])
+def test_accessions_are_ascii_plain_names(name, accession):
+    with pytest.raises(ConfigError) as err:
+        get_source(name).resolve(accession)
+    assert "\n" not in str(err.value) and repr(accession) in str(err.value)
+
+
+def test_unsafe_fields_are_refused_even_where_a_registered_pattern_allows_them():
+    from geneinfer.public_data import Source, register_source, unregister_source
+
+    register_source(Source("test_loose", "a loose pattern", "https://example.org/{file}",
+                           "{accession}/{file}", license="x", homepage="https://example.org",
+                           accession_pattern=r"(?P<accession>X\d+)/(?P<file>.+)"))
+    try:
+        assert get_source("test_loose").resolve("X1/a.txt").filename == "X1/a.txt"
+        for bad in ("X1/../../etc/passwd", "X1/..", "X١/a.txt"):
+            with pytest.raises(ConfigError):
+                get_source("test_loose").resolve(bad)
+    finally:
+        unregister_source("test_loose")
+
+
+def test_cli_reports_a_bad_accession_on_one_line(capsys):
+    assert main(["data", "fetch", "geo_suppl", "--accession", "GSE1/.."]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geneinfer: error: accession 'GSE1/..'") and err.count("\n") == 1

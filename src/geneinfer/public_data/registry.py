@@ -5,6 +5,27 @@ have one URL; parametrised entries (any GEO series, platform or ArrayExpress stu
 ``accession`` that is substituted into their URL and file name. ``local_paths`` are paths
 relative to a data folder laid out like the project's ``shared/data`` (``genes/...``,
 ``gpl96/...``): a file found there is used instead of downloading it.
+
+Sizes and checksums
+-------------------
+``sha256``, ``md5`` and ``size`` are recorded only where the publisher states them, and
+:func:`geneinfer.public_data.download` checks every one that is given. None of the fixed
+entries has one, for these reasons (searched for issue 13):
+
+* GEO (``ftp.ncbi.nlm.nih.gov/geo``: the LINCS GSE92742 files, GPL annotations, GSE781 and
+  every parametrised GEO entry) publishes no checksums, and its pages round sizes ("1.2 Gb").
+  The one exception, LINCS's own ``GSE92742_SHA512SUMS.txt.gz`` next to the GSE92742 files,
+  is a SHA-512 list whose contents were not available to copy from a published source.
+* ARCHS4 ``human_gene_v2.latest.h5`` is a moving target: the same URL serves each new
+  release (third-party records list 61,899,310,543 and 62,257,385,524 bytes for it), so a
+  fixed size or checksum would reject every future release.
+* The HGNC complete set is regenerated regularly under one URL; GEUVADIS (BioStudies)
+  publishes no checksum for ``GD660.GeneQuantCount.txt.gz``.
+* GTEx and HGNC are served from Google Cloud Storage, which sends the file's MD5 in an
+  ``X-Goog-Hash`` header with every download; that server-declared MD5 is checked instead.
+
+Without a checksum a download is accepted only when its length is certain (see
+:mod:`geneinfer.public_data.download`).
 """
 
 from __future__ import annotations
@@ -51,7 +72,8 @@ class Source:
     local_paths
         Candidate paths inside a data folder (``--data-dir``), first existing one wins.
     sha256, md5, size
-        Published checksum / size, verified after download when given.
+        Checksum / size in bytes as the publisher states them (hex digests), verified after
+        download when given; ``None`` where nothing is published (see the module notes).
     license, homepage
         Terms of use and the page describing the data.
     accession_pattern
@@ -79,6 +101,29 @@ class Source:
     def parametrised(self) -> bool:
         return self.accession_pattern is not None
 
+    def _match(self, accession: str) -> dict[str, str]:
+        """The named groups of ``accession_pattern``, each a safe path component.
+
+        ``re.ASCII`` keeps ``\\d`` and ``\\w`` in any registered pattern to ASCII (``GSE١٢٣``
+        must not match); the field check refuses ``..``, separators and hidden names even
+        where a pattern lets them through, because the fields become URL and cache paths.
+        """
+        m = re.fullmatch(self.accession_pattern or "", accession.strip(), flags=re.ASCII)
+        if not m:
+            raise ConfigError(
+                f"accession {accession!r} does not fit data source {self.name!r} "
+                f"(expected e.g. {_EXAMPLES.get(self.name, '?')})"
+            )
+        fields = {k: v for k, v in m.groupdict().items() if v is not None}
+        for value in fields.values():
+            if not _safe_component(value):
+                raise ConfigError(
+                    f"accession {accession!r} of data source {self.name!r} is not a plain "
+                    "file name: use ASCII letters, digits, '.', '_' and '-' only, without "
+                    "'..', '/' or a leading '.'"
+                )
+        return fields
+
     def resolve(self, accession: str | None = None) -> ResolvedSource:
         """Fill in the accession; raise :class:`ConfigError` if it is missing or malformed."""
         fields: dict[str, str] = {}
@@ -88,13 +133,7 @@ class Source:
                     f"data source {self.name!r} needs an accession "
                     f"(--accession, e.g. {_EXAMPLES.get(self.name, '?')})"
                 )
-            m = re.fullmatch(self.accession_pattern or "", accession.strip())
-            if not m:
-                raise ConfigError(
-                    f"accession {accession!r} does not fit data source {self.name!r} "
-                    f"(expected e.g. {_EXAMPLES.get(self.name, '?')})"
-                )
-            fields = {k: v for k, v in m.groupdict().items() if v is not None}
+            fields = self._match(accession)
             acc = fields["accession"]
             fields.setdefault("file", (self.default_file or "").format(accession=acc))
             fields["stub"] = geo_stub(acc) if acc[:3] in ("GSE", "GPL", "GSM", "GDS") else ""
@@ -117,17 +156,28 @@ class Source:
         )
 
 
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", flags=re.ASCII)
+
+
+def _safe_component(value: str) -> bool:
+    """True for one plain ASCII path component: no separator, no ``..``, not hidden."""
+    return bool(_SAFE_COMPONENT.fullmatch(value)) and ".." not in value
+
+
 def geo_stub(accession: str) -> str:
     """GEO's folder for an accession: the number with its last three digits replaced by
     ``nnn`` (``GSE92742`` -> ``GSE92nnn``, ``GSE781`` -> ``GSEnnn``, ``GPL96`` -> ``GPLnnn``)."""
-    m = re.fullmatch(r"(GSE|GPL|GSM|GDS)(\d+)", accession)
+    m = re.fullmatch(r"(GSE|GPL|GSM|GDS)([0-9]+)", accession, flags=re.ASCII)
     if not m:
         raise ConfigError(f"not a GEO accession: {accession!r} (expected e.g. GSE781 or GPL96)")
     prefix, digits = m.groups()
     return f"{prefix}{digits[:-3]}nnn"
 
 
-_GSE = r"(?P<accession>GSE\d+)"
+# Accession patterns spell digits [0-9]: \d also matches other scripts' digits (GSE١٢٣).
+# A {file} is one plain file name: it must not start with "." (so neither "." nor "..").
+_GSE = r"(?P<accession>GSE[0-9]+)"
+_FILE = r"(?P<file>[A-Za-z0-9_-][A-Za-z0-9._-]*)"
 _LINCS_SUPPL = f"{GEO_FTP}/series/GSE92nnn/GSE92742/suppl"
 _EXAMPLES = {
     "geo_soft": "GSE781",
@@ -167,7 +217,7 @@ _SOURCES: list[Source] = [
         local_paths=("geo/{file}",),
         license="GEO public data (NCBI)",
         homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={accession}",
-        accession_pattern=r"(?P<accession>GSE\d+)/(?P<file>[A-Za-z0-9._-]+)",
+        accession_pattern=rf"{_GSE}/{_FILE}",
     ),
     Source(
         "geo_platform_annot",
@@ -177,7 +227,7 @@ _SOURCES: list[Source] = [
         local_paths=("genes/{accession}.annot.gz", "genes/{accession}_annotation.tsv.gz"),
         license="GEO public data (NCBI)",
         homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={accession}",
-        accession_pattern=r"(?P<accession>GPL\d+)",
+        accession_pattern=r"(?P<accession>GPL[0-9]+)",
     ),
     Source(
         "arrayexpress",
@@ -187,10 +237,12 @@ _SOURCES: list[Source] = [
         local_paths=("arrayexpress/{accession}/{file}",),
         license="EMBL-EBI terms of use (public data)",
         homepage="https://www.ebi.ac.uk/biostudies/arrayexpress/studies/{accession}",
-        accession_pattern=r"(?P<accession>E-[A-Z]{4}-\d+)(?:/(?P<file>[A-Za-z0-9._-]+))?",
+        accession_pattern=rf"(?P<accession>E-[A-Z]{{4}}-[0-9]+)(?:/{_FILE})?",
         default_file="{accession}.sdrf.txt",
     ),
     # ---------------------------------------------------------------- gene tables
+    # GSE92742 (LINCS) files: GEO states no checksum; LINCS's GSE92742_SHA512SUMS.txt.gz in
+    # the same folder lists SHA-512s, but its contents were not available from any source.
     Source(
         "lincs_gene_info",
         "LINCS L1000 gene table (GSE92742): 12,328 genes, pr_is_lm = 978 landmarks",
@@ -291,6 +343,9 @@ _SOURCES: list[Source] = [
         license="EMBL-EBI terms of use (public data)",
         homepage="https://www.ebi.ac.uk/biostudies/arrayexpress/studies/E-GEUV-1",
     ),
+    # No size or checksum: this URL serves each new ARCHS4 release. Two third-party records
+    # of it disagree (61,899,310,543 bytes in a data-resource catalogue, 62,257,385,524 in a
+    # download script), which is what a fixed value here would do to every user.
     Source(
         "archs4_human_gene",
         "ARCHS4 human gene-level counts H5 (all GEO/SRA human RNA-seq, ~40 GB)",
