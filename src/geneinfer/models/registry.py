@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from geneinfer.errors import ConfigError
@@ -35,6 +36,11 @@ def get_model_class(name: str) -> type:
         ) from None
     module_name, cls_name = target.split(":")
     return getattr(importlib.import_module(module_name), cls_name)
+
+
+def param_names(name: str) -> set[str]:
+    """The hyper-parameters the model ``name`` takes."""
+    return set(inspect.signature(get_model_class(name).__init__).parameters) - {"self"}
 
 
 def make_model(name: str, **params: Any):

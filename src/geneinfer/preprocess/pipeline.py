@@ -110,6 +110,15 @@ class ProfilePreprocessor:
         """Model-scale targets from log2 target values (for training and evaluation)."""
         return self._forward("targets", Y)
 
+    def standardize_targets(self, Y: np.ndarray) -> np.ndarray:
+        """Model-scale values of log2 targets already on the training quantile reference,
+        such as predictions: standardization only (the inverse of
+        :meth:`inverse_transform_targets`)."""
+        if self.n_targets_ is None:
+            raise GeneinferError("preprocessor has no fitted targets; call fit() with targets")
+        Y = np.asarray(Y, dtype=np.float32)
+        return self._std["targets"].transform(Y) if self.standardize else Y
+
     def inverse_transform_targets(self, Z: np.ndarray) -> np.ndarray:
         """Model outputs back to log2 (on the training quantile reference's scale).
 

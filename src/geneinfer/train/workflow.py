@@ -37,7 +37,7 @@ from geneinfer.genes import Panel, get_panel
 from geneinfer.genes.matching import PanelMatch, match_genes, match_panel
 from geneinfer.io import read
 from geneinfer.models.bundle import InferenceModel
-from geneinfer.models.registry import get_model_class, make_model
+from geneinfer.models.registry import make_model, param_names
 from geneinfer.preprocess import HarmonizeReport, ProfilePreprocessor, harmonize, remove_duplicates
 
 logger = logging.getLogger(__name__)
@@ -192,11 +192,14 @@ def drop_incomplete(
 
 
 def deduplicate(
-    data: ExpressionData, genes: list[str], *, progress: bool | None = None
+    data: ExpressionData, genes: list[str], *, threshold: float = 1.0,
+    progress: bool | None = None
 ) -> tuple[ExpressionData, dict[str, Any]]:
-    """Drop near-duplicate profiles (D-GEX rule, :func:`geneinfer.preprocess.remove_duplicates`)
-    judged on the model's genes; return the kept samples and a JSON-able report."""
-    keep, rep = remove_duplicates(data.select_genes(genes).values, progress=progress)
+    """Drop near-duplicate profiles (D-GEX rule, :func:`geneinfer.preprocess.remove_duplicates`:
+    Euclidean distance below ``threshold`` on the model's log2 genes); return the kept samples
+    and a JSON-able report."""
+    keep, rep = remove_duplicates(data.select_genes(genes).values, threshold=threshold,
+                                  progress=progress)
     dropped = data.sample_ids[~keep]
     dup_of = rep.duplicate_of[~keep]
     report = {
@@ -274,9 +277,8 @@ def _validation_data(
 
 
 def _parse_params(model: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    cls = get_model_class(model)
     params = dict(params or {})
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    accepted = param_names(model)
     unknown = [k for k in params if k not in accepted]
     if unknown:
         example = next(iter(sorted(accepted)), None)
@@ -299,7 +301,10 @@ def train_model(
     annotation: Any = None,
     data_dir: str | os.PathLike[str] | None = None,
     dedup: bool = True,
+    dedup_threshold: float = 1.0,
     quantile: bool = True,
+    standardize: bool = True,
+    valid_fraction: float = VALID_FRACTION,
     device: str = "auto",
     checkpoint_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -328,10 +333,14 @@ def train_model(
         annotation of their platform.
     data_dir
         Data folder with public gene tables (:func:`geneinfer.public_data.resolve_data_dir`).
-    dedup
-        Drop duplicate profiles before splitting.
-    quantile
-        Quantile-normalise the landmark and target blocks onto training references.
+    dedup, dedup_threshold
+        Drop profiles within Euclidean distance ``dedup_threshold`` (log2) of another one
+        before splitting (D-GEX: 1).
+    quantile, standardize
+        Quantile-normalise the landmark and target blocks onto training references, and
+        standardise each gene with its training mean and standard deviation.
+    valid_fraction
+        Share of the training samples held out for validation when ``valid`` is not given.
     device
         ``auto``, ``cpu`` or ``cuda`` for torch models.
     checkpoint_dir
@@ -354,14 +363,16 @@ def train_model(
     data, targets, nan_report = drop_incomplete(data, match.landmarks, match.targets)
     dedup_report: dict[str, Any] = {"enabled": bool(dedup)}
     if dedup:
-        data, rep = deduplicate(data, match.landmarks + targets, progress=None)
+        data, rep = deduplicate(data, match.landmarks + targets, threshold=dedup_threshold,
+                                progress=None)
         dedup_report.update(rep)
-    sets = _train_valid_sets(data, match.landmarks, targets, valid, scale=scale,
-                             annotation=annotation, data_dir=data_dir)
+    sets = _train_valid_sets(data, match.landmarks, targets, valid, fraction=valid_fraction,
+                             scale=scale, annotation=annotation, data_dir=data_dir)
     est = _build_estimator(
         name, params, device=device, checkpoint_dir=checkpoint_dir, progress=progress
     )
-    pre = ProfilePreprocessor(quantile=quantile).fit(sets.X_train, sets.Y_train)
+    pre = ProfilePreprocessor(quantile=quantile, standardize=standardize).fit(sets.X_train,
+                                                                               sets.Y_train)
     logger.info(
         "fitting %s on %d samples x %d landmarks -> %d targets",
         name,
@@ -400,6 +411,7 @@ def train_model(
         "missing_values": nan_report,
         "dedup": dedup_report,
         "quantile": bool(quantile),
+        "standardize": bool(standardize),
         "valid_mae": _nanmean(metrics["valid_mae"]),
         "valid_mae_std": _nanmean(metrics["valid_mae_std"]),
         "valid_r_median": _nanmedian(metrics["valid_r"]),
@@ -427,13 +439,14 @@ def _train_valid_sets(
     targets: list[str],
     valid: Source | None,
     *,
+    fraction: float,
     scale: str | None,
     annotation: Any,
     data_dir: str | os.PathLike[str] | None,
 ) -> _Sets:
     """Training matrices, plus a validation input or a seeded held-out share of ``data``."""
     if valid is None:
-        tr_idx, va_idx = validation_split(data.n_samples)
+        tr_idx, va_idx = validation_split(data.n_samples, fraction=fraction)
         train, vsub = data.select_samples(tr_idx), data.select_samples(va_idx)
         X_va, Y_va = vsub.select_genes(landmarks).values, vsub.select_genes(targets).values
         desc = f"held-out {len(va_idx)} training samples (seed {SPLIT_SEED})"
