@@ -16,7 +16,7 @@ def test_convert_gct_to_gctx_and_back(shared: Path, tmp_path: Path, capsys):
     assert main(["convert", str(src), str(tmp_path / "out.gctx")]) == 0
     line = capsys.readouterr().out.strip()
     assert (
-        line == f"wrote {tmp_path / 'out.gctx'}: 377 samples x 978 genes, scale unknown, "
+        line == f"wrote {tmp_path / 'out.gctx'}: 377 samples x 978 genes, scale log2 (detected), "
         "gene ids probe"
     )
     assert main(["convert", str(tmp_path / "out.gctx"), str(tmp_path / "back.gct")]) == 0
@@ -74,7 +74,7 @@ def test_convert_soft_platform_to_h5ad(tmp_path: Path, capsys):
     soft.write_text("".join(blocks))
     out = tmp_path / "gse1.h5ad"
     assert main(["convert", str(soft), str(out), "--platform", "GPL96"]) == 0
-    assert "2 samples x 2 genes, scale linear, gene ids probe" in capsys.readouterr().out
+    assert "2 samples x 2 genes, scale linear (stated), gene ids probe" in capsys.readouterr().out
     back = read(out)
     assert list(back.sample_ids) == ["GSM1", "GSM3"]
     assert list(back.genes["Gene Symbol"]) == ["DDR1", "RFC2"]

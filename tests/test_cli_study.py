@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from geneinfer.cli import main
-from geneinfer.evaluate.study import load_config
+from geneinfer.study import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "studies" / "shared.toml"

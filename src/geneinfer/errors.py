@@ -55,9 +55,10 @@ class InputFormatError(GeneinferError):
 class MissingGenesError(GeneinferError):
     """Genes required by a panel or model are absent from the input."""
 
-    def __init__(self, missing: list[str], *, what: str, source: str | None = None) -> None:
+    def __init__(self, missing: list[str], *, what: str, source: str | None = None,
+                 names: list[str] | None = None) -> None:
         self.missing = list(missing)
-        shown = ", ".join(self.missing[:20])
+        shown = ", ".join((names or self.missing)[:20])
         more = f" and {len(self.missing) - 20} more" if len(self.missing) > 20 else ""
         src = f" in {source}" if source else ""
         super().__init__(f"{len(self.missing)} {what} missing{src}: {shown}{more}")

@@ -136,7 +136,9 @@ class ExpressionData:
         )
 
     # ------------------------------------------------------------------ subsets
-    def _replace(self, **changes: object) -> ExpressionData:
+    def replace(self, **changes: object) -> ExpressionData:
+        """A copy with some fields changed (values, ids, metadata, scale, id kind, source);
+        the result is checked like a new container."""
         kwargs = {
             "values": self.values,
             "gene_ids": self.gene_ids,
@@ -154,7 +156,7 @@ class ExpressionData:
         """Same ids and metadata, new values of the same shape."""
         if values.shape != self.values.shape:
             raise GeneinferError(f"new values have shape {values.shape}, expected {self.shape}")
-        return self._replace(values=values, scale=scale or self.scale)
+        return self.replace(values=values, scale=scale or self.scale)
 
     def select_genes(
         self,
@@ -180,7 +182,7 @@ class ExpressionData:
         if missing == "drop" or not len(absent):
             keep = pos >= 0
             idx = pos[keep]
-            return self._replace(
+            return self.replace(
                 values=self.values[:, idx],
                 gene_ids=wanted[keep],
                 genes=self.genes.iloc[idx].set_axis(wanted[keep], axis=0),
@@ -189,7 +191,7 @@ class ExpressionData:
         present = pos >= 0
         values[:, present] = self.values[:, pos[present]]
         genes = self.genes.reindex(wanted)
-        return self._replace(values=values, gene_ids=wanted, genes=genes)
+        return self.replace(values=values, gene_ids=wanted, genes=genes)
 
     def missing_genes(self, gene_ids: Iterable[str]) -> list[str]:
         """The ids among ``gene_ids`` that this data does not have."""
@@ -216,14 +218,14 @@ class ExpressionData:
                 if (idx < 0).any():
                     absent = list(wanted[idx < 0][:10])
                     raise GeneinferError(f"unknown sample ids: {', '.join(absent)}")
-        return self._replace(
+        return self.replace(
             values=self.values[idx],
             sample_ids=self.sample_ids[idx],
             samples=self.samples.iloc[idx],
         )
 
     def copy(self) -> ExpressionData:
-        return self._replace(
+        return self.replace(
             values=self.values.copy(), genes=self.genes.copy(), samples=self.samples.copy()
         )
 

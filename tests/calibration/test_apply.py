@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from geneinfer.calibration import CalibratedModel, centering_shift
 from geneinfer.cli import main
 from geneinfer.evaluate.metrics import per_gene_pearson
 from geneinfer.genes import collapse_probes
 from geneinfer.io import read, write
 from geneinfer.models.bundle import InferenceModel
-from geneinfer.predict.calibration import CalibratedModel, centering_shift
 from geneinfer.preprocess import to_log2
 from geneinfer.train.workflow import train_model
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from geneinfer.calibration import OffsetScaleCalibrator, center_per_study
 from geneinfer.errors import GeneinferError
-from geneinfer.preprocess import OffsetScaleCalibrator, center_per_study, counts_to_log2cpm
+from geneinfer.preprocess import counts_to_log2cpm
 
 
 @pytest.fixture(scope="module")

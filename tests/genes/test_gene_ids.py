@@ -94,7 +94,7 @@ def test_map_geuvadis_ensembl_to_entrez_counts_mapped(shared):
     j = geu.gene_ids.get_loc("ENSG00000000419")
     np.testing.assert_array_equal(out.to_frame()["8813"].to_numpy(), geu.values[:, j])
     assert out.genes.loc["8813", "symbol"] == "DPM1"
-    assert set(report.unmapped).isdisjoint(out.genes["ensembl_ids"])
+    assert set(report.unmapped).isdisjoint(out.genes["merged_ids"])
 
 
 def test_map_gene_ids_sums_counts_of_merged_genes_and_keeps_nan():

@@ -6,17 +6,23 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError, InputFormatError
+from geneinfer.errors import (
+    ConfigError,
+    DataUnavailableError,
+    GeneinferError,
+    InputFormatError,
+    MissingGenesError,
+)
 from geneinfer.examples import load_embedded
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import (
     Panel,
     get_panel,
     load_id_map,
-    panel_coverage,
     read_panel_file,
     select_landmarks,
 )
+from geneinfer.genes.matching import match_panel
 
 
 def test_l1000_panel_is_the_978_lincs_landmarks(shared):
@@ -48,10 +54,9 @@ def test_panel_file_with_mixed_ids_resolves_to_entrez(tmp_path, shared):
     assert p.landmarks == ["780", "5982", "11065"]
     assert p.targets is None and p.unresolved == ["NOT_A_GENE"]
     data = load_embedded(["bladderbatch"])["bladderbatch"]
-    cov = panel_coverage(p, data)
-    assert cov.n_landmarks_found == 3 and cov.n_targets is None
-    assert cov.n_targets_found == data.n_genes - 3
-    assert cov.unresolved == ["NOT_A_GENE"]
+    cov = match_panel(p, data.gene_ids)
+    assert len(cov.landmarks) == 3 and cov.targets_from_data
+    assert len(cov.targets) == data.n_genes - 3
 
 
 def test_panel_tsv_with_roles_and_its_errors(tmp_path, shared):
@@ -75,10 +80,11 @@ def test_coverage_lists_missing_genes_never_drops_silently(shared):
     p = get_panel("l1000", data_dir=shared)
     drop = set(p.landmarks[:10])
     sub = data.select_genes([g for g in data.gene_ids if g not in drop])
-    cov = panel_coverage(p, sub)
-    assert set(p.landmarks[:10]) <= set(cov.landmarks_missing)
-    assert cov.n_landmarks_found + len(cov.landmarks_missing) == 978
-    assert cov.n_landmarks_found == 975 - 10
+    cov = match_panel(p, sub.gene_ids)
+    assert set(p.landmarks[:10]) <= set(cov.missing_landmarks)
+    assert len(cov.landmarks) + len(cov.missing_landmarks) == 978
+    assert len(cov.landmarks) == 975 - 10
+    assert cov.summary()["landmarks_missing"] == cov.missing_landmarks
 
 
 def test_panel_rejects_overlapping_roles():
@@ -138,8 +144,10 @@ def test_named_panels_offline_without_files_say_what_to_download(tmp_path, monke
 def test_targets_in_data_follow_the_panel(shared):
     data = load_embedded(["bladderbatch"])["bladderbatch"]
     p = get_panel("l1000", data_dir=shared)
-    tg = p.targets_in(data)
-    assert len(tg) == panel_coverage(p, data).n_targets_found
+    tg = match_panel(p, data.gene_ids).targets
+    assert set(tg) == set(p.targets) & set(data.gene_ids)
     assert not set(tg) & set(p.landmarks)
     open_panel = Panel("lm only", landmarks=p.landmarks)
-    assert len(open_panel.targets_in(data)) == data.n_genes - 975
+    assert len(match_panel(open_panel, data.gene_ids).targets) == data.n_genes - 975
+    with pytest.raises(MissingGenesError, match="landmark genes of panel none"):
+        match_panel(Panel("none", landmarks=["1"]), data.gene_ids[:5].drop("1", errors="ignore"))

@@ -16,9 +16,9 @@ from geneinfer.genes import (
     collapse_probes,
     get_panel,
     load_probe_annotation,
-    panel_coverage,
     read_platform_annotation,
 )
+from geneinfer.genes.matching import match_panel
 
 GPL96_SETS = ("nakayama", "borovecki", "bladderbatch", "gse781")
 
@@ -36,10 +36,10 @@ def test_embedded_gpl96_annotation_matches_shared_file(shared):
 def test_collapse_is_the_mean_of_each_genes_probes(bladder_probes):
     genes, rep = collapse_probes(bladder_probes, return_report=True)
     assert genes.gene_id_kind == "entrez" and genes.scale == bladder_probes.scale
-    assert rep.n_probes == 22283
+    assert rep.n_input == 22283 and rep.via == "its 'pr_gene_id' column"
     assert rep.n_no_gene == 1288 and rep.n_ambiguous == 862
-    assert rep.n_probes_used == genes.genes["n_probes"].sum() == 22283 - 1288 - 862
-    assert genes.n_genes == rep.n_genes == 12633
+    assert rep.n_mapped == genes.genes["n_merged"].sum() == 22283 - 1288 - 862
+    assert genes.n_genes == rep.n_output == 12633
     # Independent check with pandas groupby on float64.
     probe_entrez = bladder_probes.genes["pr_gene_id"]
     keep = (probe_entrez != "-666") & ~probe_entrez.str.contains("///")
@@ -58,7 +58,7 @@ def test_collapse_ignores_missing_probe_values_and_keeps_all_missing_as_nan(blad
     sub.values[0, 0] = np.nan            # one DDR1 probe missing in sample 0
     sub.values[1, :4] = np.nan           # all DDR1 probes missing in sample 1
     out = collapse_probes(sub)
-    assert out.genes.loc["780", "n_probes"] == 4
+    assert out.genes.loc["780", "n_merged"] == 4
     np.testing.assert_allclose(out.values[0, 0], np.mean(sub.values[0, 1:4].astype(np.float64)),
                                rtol=1e-7)
     assert np.isnan(out.values[1, 0])
@@ -77,7 +77,7 @@ def test_collapse_without_metadata_uses_embedded_gpl96(bladder_probes):
 def test_collapse_rejects_ids_of_another_platform():
     data = ExpressionData(values=np.ones((2, 3)), gene_ids=["ILMN_1", "ILMN_2", "ILMN_3"],
                           sample_ids=["a", "b"], gene_id_kind="probe")
-    with pytest.raises(GeneinferError, match="annotation="):
+    with pytest.raises(GeneinferError, match=r"ILMN_1.*--annotation FILE or --platform"):
         collapse_probes(data)
 
 
@@ -112,14 +112,13 @@ def test_real_hgu133a_sets_collapse_and_cover_the_panels(shared, name):
     assert probes.n_samples == {"nakayama": 105, "borovecki": 31, "bladderbatch": 57,
                                 "gse781": 17}[name]
     genes, rep = collapse_probes(probes, return_report=True)
-    assert rep.n_probes == 22283 and genes.n_genes == 12633
-    l1000 = panel_coverage(get_panel("l1000", data_dir=shared), genes)
-    dgex = panel_coverage(get_panel("dgex", data_dir=shared), genes)
+    assert rep.n_input == 22283 and genes.n_genes == 12633
+    l1000 = match_panel(get_panel("l1000", data_dir=shared), genes.gene_ids)
+    dgex = match_panel(get_panel("dgex", data_dir=shared), genes.gene_ids)
     # HG-U133A carries almost all L1000 landmarks (975 of 978) and D-GEX landmarks.
-    assert l1000.n_landmarks == 978 and l1000.n_landmarks_found == 975
-    assert len(l1000.landmarks_missing) == 3
-    assert l1000.n_targets_found > 11000
-    assert dgex.n_landmarks == 943 and dgex.n_landmarks_found >= 940
-    assert dgex.n_targets_found >= 8800
-    assert dgex.n_targets_found + len(dgex.targets_missing) == dgex.n_targets
-    assert "975/978 landmarks" in l1000.summary()
+    assert len(l1000.landmarks) == 975 and len(l1000.missing_landmarks) == 3
+    assert len(l1000.targets) > 11000
+    assert len(dgex.landmarks) >= 940 and len(dgex.landmarks + dgex.missing_landmarks) == 943
+    assert len(dgex.targets) >= 8800
+    assert l1000.summary()["landmarks_found"] == 975
+    assert l1000.summary()["landmarks_missing"] == l1000.missing_landmarks

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
+from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError, ModelFileError
 from geneinfer.expression import ExpressionData
 from geneinfer.models.bundle import FORMAT_VERSION, MODEL_JSON, WEIGHTS_FILE, InferenceModel
 from geneinfer.models.registry import make_model
@@ -239,7 +239,8 @@ def test_missing_landmarks_error_lists_them(ridge_bundle):
     _, X = _bundle("ridge", np.random.default_rng(1))
     data = _data(X[:, 2:], ridge_bundle.landmark_ids[2:])
     with pytest.raises(
-        MissingGenesError, match=r"2 landmark genes missing in query\.gct: 1000, 1001$"
+        MissingGenesError,
+        match=r"2 landmark genes of the model missing in query\.gct: 1000 \(LM0\), 1001 \(LM1\)$",
     ):
         ridge_bundle.predict(data)
 
@@ -257,16 +258,20 @@ def test_missing_landmarks_imputed_from_training_means(ridge_bundle, caplog):
         ridge_bundle.predict(data, missing_landmarks="zero")
 
 
-def test_nan_landmark_values_stay_missing_unless_imputed(ridge_bundle):
+def test_nan_landmark_values_are_named_unless_imputed(ridge_bundle):
+    """As in ``geneinfer predict``: a missing landmark value is an error naming the sample
+    and the gene, or is filled with the training mean when asked to."""
     _, X = _bundle("ridge", np.random.default_rng(1))
     X = X.copy()
     X[0, 5] = np.nan
     data = _data(X, ridge_bundle.landmark_ids)
-    out = ridge_bundle.predict(data)
-    assert np.isnan(out.values[0]).all() and np.isfinite(out.values[1:]).all()
+    with pytest.raises(InputFormatError, match=r"1 missing \(NaN\) landmark values.*1005"):
+        ridge_bundle.predict(data)
     imputed = ridge_bundle.predict(data, missing_landmarks="impute")
     assert np.isfinite(imputed.values).all()
-    np.testing.assert_allclose(imputed.values[1:], out.values[1:], rtol=1e-6)
+    filled = X.copy()
+    filled[0, 5] = ridge_bundle.landmark_means[5]
+    np.testing.assert_allclose(imputed.values, ridge_bundle.predict_log2(filled), rtol=1e-6)
 
 
 def test_symbol_keyed_input_uses_landmark_symbols(ridge_bundle):

@@ -85,7 +85,7 @@ def test_malformed_gct_row_names_the_line(shared, model, tmp_path):
     lines[100] = "\t".join(lines[100].split("\t")[:-3])  # a data row three fields short
     bad = tmp_path / "bad.gct"
     bad.write_text("\n".join(lines))
-    expected = r"bad.gct, line 101: row has 386 fields \(expected 389 fields"
+    expected = r"bad\.gct, line 101: row has 386 fields \(expected 389 \(id \+ 11 metadata"
     with pytest.raises(InputFormatError, match=expected):
         predict_file(model, bad, tmp_path / "o.gctx", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gct"]

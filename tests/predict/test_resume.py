@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-from geneinfer.predict import as_predictor, make_plan, predict_file
-from geneinfer.predict.inputs import open_source
+from geneinfer.io import open_blocks
+from geneinfer.predict import PlanOptions, as_predictor, make_plan, predict_file
+from geneinfer.predict.plan import prepare_output, run_blocks
+from geneinfer.predict.resume import ProgressLog, done_paths, partial_path
 from geneinfer.predict.sharded import shard, thread_limit
-from geneinfer.predict.streaming import prepare_output, run_blocks
-from geneinfer.predict.writers import ProgressLog, done_paths, partial_path
 
 from .helpers import read_matrix, write_generated
 
@@ -108,8 +108,8 @@ def test_full_disk_clear_error_then_resume(model_dir, big_input, reference, tmp_
 
     # 2) the disk fills up in the middle: blocks 0-1 were written by an earlier run
     pred = as_predictor(model_dir)
-    with open_source(big_input) as src:
-        plan = make_plan(pred, src, block_size=BLOCK)
+    with open_blocks(big_input) as src:
+        plan = make_plan(pred, src, PlanOptions(block_size=BLOCK))
         prepare_output(plan, out, "gctx", progress=False)
         with thread_limit(THREADS):
             run_blocks(plan, out, "gctx", [0, 1])
@@ -133,8 +133,8 @@ def test_partial_of_other_run_is_not_resumed(model_dir, big_input, reference, tm
                                              capsys):
     out = tmp_path / "out.gctx"
     pred = as_predictor(model_dir)
-    with open_source(big_input) as src:  # a partial made with another block size
-        plan = make_plan(pred, src, block_size=BLOCK * 2)
+    with open_blocks(big_input) as src:  # a partial made with another block size
+        plan = make_plan(pred, src, PlanOptions(block_size=BLOCK * 2))
         prepare_output(plan, out, "gctx", progress=False)
         run_blocks(plan, out, "gctx", [0])
     res = predict_file(model_dir, big_input, out, block_size=BLOCK, threads=THREADS,
@@ -149,8 +149,8 @@ def test_two_workers_resume_a_killed_shard_and_equal_one(model_dir, big_input, r
     """Worker 1 of an earlier run finished its shard (blocks 6-11) before the run died."""
     out = tmp_path / "w2.gctx"
     pred = as_predictor(model_dir)
-    with open_source(big_input) as src, thread_limit(THREADS):
-        plan = make_plan(pred, src, block_size=BLOCK)
+    with open_blocks(big_input) as src, thread_limit(THREADS):
+        plan = make_plan(pred, src, PlanOptions(block_size=BLOCK))
         prepare_output(plan, out, "gctx", progress=False)
         run_blocks(plan, out, "gctx", shard(range(12), 2, 1), rank=1)
     res = predict_file(model_dir, big_input, out, block_size=BLOCK, workers=2,

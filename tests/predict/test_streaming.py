@@ -11,7 +11,7 @@ import pytest
 
 import geneinfer.io as gio
 from geneinfer.predict import Predictor, as_predictor, predict_file
-from geneinfer.predict.writers import done_paths, partial_path
+from geneinfer.predict.resume import done_paths, partial_path
 
 from .helpers import L1000_GCT, L1000_GCTX, read_l1000, read_l1000_gct
 
@@ -115,15 +115,15 @@ def test_shards_are_contiguous_and_cover_all_blocks():
 
 def test_output_format_from_extension_or_option(tmp_path):
     from geneinfer.errors import GeneinferError
-    from geneinfer.predict.writers import output_format
+    from geneinfer.io import output_format
 
     assert output_format(tmp_path / "a.gctx") == "gctx"
     assert output_format(tmp_path / "a.GCT") == "gct"
-    assert output_format(tmp_path / "a.bin", "h5ad") == "h5ad"
+    assert output_format(tmp_path / "a.bin", format="h5ad") == "h5ad"
     with pytest.raises(GeneinferError, match="cannot tell the output format"):
         output_format(tmp_path / "a.bin")
     with pytest.raises(GeneinferError, match="unknown output format"):
-        output_format(tmp_path / "a.gctx", "xlsx")
+        output_format(tmp_path / "a.gctx", format="xlsx")
 
 
 def test_tsv_input_samples_in_rows(shared, model, tmp_path):
@@ -169,14 +169,15 @@ def test_h5ad_input_read_in_backed_mode(shared, model, tmp_path, sparse):
 def test_output_matrix_is_reserved_on_disk_before_rows_are_written(tmp_path):
     import pandas as pd
 
-    from geneinfer.predict.writers import create_matrix_file, read_partial_header, reserve_space
+    from geneinfer.io.preallocated import create_matrix_file, reserve_space
+    from geneinfer.predict.resume import partial_attrs, read_partial_header
 
     part = tmp_path / "out.gctx.partial"
     genes = pd.DataFrame({"pr_gene_symbol": [f"G{i}" for i in range(500)]},
                          index=[str(i) for i in range(500)])
     create_matrix_file(part, fmt="gctx", gene_table=genes,
                        sample_ids=np.array([f"S{i}" for i in range(2000)]),
-                       sample_columns=[], fingerprint="fp")
+                       sample_columns=[], attrs=partial_attrs("fp"))
     _, offset, shape = read_partial_header(part, "gctx")
     matrix_bytes = shape[0] * shape[1] * 4
     probe = tmp_path / "probe"
@@ -216,7 +217,7 @@ def _resident_fraction(path) -> float:
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="Linux page-cache advice")
 def test_written_rows_reach_the_disk_and_leave_the_page_cache(tmp_path):
-    from geneinfer.predict.writers import RowWriter
+    from geneinfer.io.preallocated import RowWriter
 
     path = tmp_path / "m.bin"
     rows, cols, offset = 4000, 2500, 4096  # 40 MB in ten 4 MB pieces after a header

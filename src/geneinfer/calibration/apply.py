@@ -42,6 +42,7 @@ _DELEGATED = (
     "gene_metrics",
     "landmark_means",
     "gene_id_kind",
+    "known_genes",
 )
 
 
@@ -102,7 +103,7 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
     n_land = len(model.landmark_ids)
     total, count = np.zeros(n_land), np.zeros(n_land)
     with open_blocks(input_path) as reader:
-        harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir,
+        harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir, known=model.known_genes(),
                                            to=getattr(model, "gene_id_kind", "entrez"))
         inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=means,
                                      missing="impute")
@@ -111,7 +112,7 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
             raw = reader.read(start, stop, inputs.read_cols)
             values = harmonizer.transform(raw, outputs=inputs.outputs, columns=inputs.read_cols,
                                           sample_ids=reader.sample_ids()[start:stop])
-            X = inputs.match.take(values).astype(np.float64)
+            X = inputs.match.place(values).astype(np.float64)
             total += np.nansum(X, axis=0)
             count += np.sum(np.isfinite(X), axis=0)
     observed = count > 0
@@ -139,7 +140,7 @@ def fit_offset_calibrator(
 
     Returns the calibrator over all model targets and the number of targets it could learn.
     """
-    genes, _ = harmonize(profiles, data_dir=data_dir,
+    genes, _ = harmonize(profiles, data_dir=data_dir, known=model.known_genes(),
                          to=getattr(model, "gene_id_kind", "entrez"))
     landmarks = match_genes(model.landmark_ids, genes.gene_ids)
     X = landmarks.take(genes.values, fill=np.asarray(model.landmark_means, dtype=np.float32))

@@ -13,7 +13,7 @@ from geneinfer.errors import ConfigError
 from geneinfer.models.bundle import check_model_path
 from geneinfer.models.registry import MODEL_NAMES
 from geneinfer.scales import CONVERTIBLE
-from geneinfer.train.workflow import DEFAULT_MODEL, train_model
+from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION, train_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training expression files (GCT, GCTX, SOFT, TSV/CSV, h5ad; any scale)",
     )
     parser.add_argument(
-        "--valid", metavar="FILE", help="validation file (default: hold out 20%% of --train)"
+        "--valid", metavar="FILE", help="validation file (default: hold out --valid-fraction of "
+        "the --train samples)"
+    )
+    parser.add_argument(
+        "--valid-fraction", type=float, default=VALID_FRACTION, metavar="F",
+        help="share of the training samples held out for validation when no --valid file is "
+        "given (default: %(default)s)",
     )
     parser.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
     parser.add_argument(
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         panel=args.panel,
         valid=args.valid,
+        valid_fraction=args.valid_fraction,
         params=params,
         scale=args.scale,
         data_dir=args.data_dir,

@@ -118,6 +118,14 @@ class GeneIdMap:
 
     # ------------------------------------------------------------------ builders
     @classmethod
+    def from_genes(cls, ids: Sequence[str], symbols: Sequence[str], *, kind: str = "entrez",
+                   name: str = "the model's genes") -> GeneIdMap:
+        """From a gene list with symbols, e.g. a model's landmarks and targets."""
+        if kind not in KINDS or kind == "symbol":
+            return cls(pd.DataFrame(columns=list(KINDS)), sources=[name])
+        return cls(pd.DataFrame({kind: list(ids), "symbol": list(symbols)}), sources=[name])
+
+    @classmethod
     def combine(cls, maps: Sequence[GeneIdMap]) -> GeneIdMap:
         """One map from several, earlier maps taking precedence."""
         parts = []

@@ -198,6 +198,7 @@ def plan_gene_mapping(
     to: str = "entrez",
     annotation: Annotation = None,
     id_map: GeneIdMap | None = None,
+    known: GeneIdMap | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     source: str | None = None,
 ) -> GeneMapping:
@@ -212,6 +213,9 @@ def plan_gene_mapping(
     id_map
         For Ensembl ids and symbols; default :func:`~geneinfer.genes.ids.load_id_map`
         (``data_dir`` is passed on).
+    known
+        Genes the caller knows (e.g. a model's genes with their symbols), trusted before
+        ``id_map``.
     source
         Name of the input, for messages.
     """
@@ -221,38 +225,57 @@ def plan_gene_mapping(
         raise ConfigError(f"cannot map gene ids to {to!r}; kinds are {', '.join(KINDS)}")
     if kind == to and annotation is None:
         return GeneMapping.identity(gene_ids, genes, kind)
-    target, via, status = _targets(gene_ids, genes, kind, to, annotation=annotation,
-                                   id_map=id_map, data_dir=data_dir, source=source)
-    return _build(gene_ids, genes, kind, to, target, via, status, source)
+    found = _targets(gene_ids, genes, kind, to, annotation=annotation,
+                     id_map=_IdMaps(id_map, known, data_dir), source=source)
+    return _build(gene_ids, genes, kind, to, found, source)
+
+
+@dataclass
+class _Found:
+    """Per input column: its target id (None = dropped), why it is dropped (``ok``,
+    ``no_gene``, ``ambiguous``, ``not_annotated``) and a symbol the source knows."""
+
+    target: pd.Series
+    via: str
+    status: pd.Series
+    symbols: pd.Series | None = None
+
+
+@dataclass
+class _IdMaps:
+    """The id map to use, built only when a look-up needs one (loading takes a second)."""
+
+    given: GeneIdMap | None
+    known: GeneIdMap | None
+    data_dir: str | os.PathLike[str] | None
+
+    def get(self) -> GeneIdMap:
+        base = self.given if self.given is not None else load_id_map(data_dir=self.data_dir)
+        return base if self.known is None else GeneIdMap.combine([self.known, base])
 
 
 def _targets(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, *,
-             annotation: Annotation, id_map: GeneIdMap | None,
-             data_dir: str | os.PathLike[str] | None, source: str | None
-             ) -> tuple[pd.Series, str, pd.Series]:
-    """Target id per input column (None = dropped), where they come from, and per column
-    the reason a column is dropped: ``ok``, ``no_gene``, ``ambiguous``, ``not_annotated``."""
+             annotation: Annotation, id_map: _IdMaps, source: str | None) -> _Found:
     if annotation is not None:
         if kind not in ("probe", "unknown"):
             raise ConfigError(f"{source or 'the input'} has {kind} gene ids; a probe "
                               "annotation applies to probe ids only")
-        return _from_annotation(gene_ids, annotation, data_dir=data_dir, source=source)
+        return _from_annotation(gene_ids, annotation, data_dir=id_map.data_dir, source=source)
     own = find_column(genes, to)
     if own is not None:
         return _from_column(gene_ids, genes[own], to, f"its '{own}' column")
     if kind == "probe" and to == "entrez":
-        return _from_annotation(gene_ids, "GPL96", data_dir=data_dir, source=source)
+        return _from_annotation(gene_ids, "GPL96", data_dir=id_map.data_dir, source=source)
     if kind in KINDS:
-        return _from_id_map(gene_ids, kind, to, id_map=id_map, data_dir=data_dir,
-                            source=source)
+        return _from_id_map(gene_ids, kind, to, id_map=id_map, source=source)
     for other in ("symbol", "ensembl"):  # unknown ids with a recognised id column
         col = find_column(genes, other)
         if col is not None:
-            target, via, status = _from_id_map(pd.Index(genes[col].astype(str)), other, to,
-                                               id_map=id_map, data_dir=data_dir,
-                                               source=source)
-            return target.set_axis(gene_ids), f"its '{col}' column and {via}", \
-                status.set_axis(gene_ids)
+            found = _from_id_map(pd.Index(genes[col].astype(str)), other, to, id_map=id_map,
+                                 source=source)
+            return _Found(found.target.set_axis(gene_ids), f"its '{col}' column and {found.via}",
+                          found.status.set_axis(gene_ids),
+                          None if found.symbols is None else found.symbols.set_axis(gene_ids))
     raise GeneinferError(
         f"cannot tell what the gene ids of {source or 'the input'} are (e.g. "
         f"{', '.join(gene_ids[:3])}); expected Entrez ids, Ensembl ids, gene symbols or "
@@ -260,8 +283,7 @@ def _targets(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, *,
     )
 
 
-def _from_column(gene_ids: pd.Index, column: pd.Series, to: str, via: str
-                 ) -> tuple[pd.Series, str, pd.Series]:
+def _from_column(gene_ids: pd.Index, column: pd.Series, to: str, via: str) -> _Found:
     if to == "entrez":
         target, ambiguous = clean_entrez(column.to_numpy())
     else:
@@ -269,12 +291,11 @@ def _from_column(gene_ids: pd.Index, column: pd.Series, to: str, via: str
     target = pd.Series(target.to_numpy(), index=gene_ids, dtype=object)
     status = np.where(target.notna(), "ok",
                       np.where(np.asarray(ambiguous, dtype=bool), "ambiguous", "no_gene"))
-    return target, via, pd.Series(status, index=gene_ids)
+    return _Found(target, via, pd.Series(status, index=gene_ids))
 
 
 def _from_annotation(gene_ids: pd.Index, annotation: Annotation, *,
-                     data_dir: str | os.PathLike[str] | None, source: str | None
-                     ) -> tuple[pd.Series, str, pd.Series]:
+                     data_dir: str | os.PathLike[str] | None, source: str | None) -> _Found:
     if isinstance(annotation, pd.DataFrame):
         ann, via = annotation.copy(), "the given annotation"
         if "entrez" not in ann:
@@ -297,13 +318,14 @@ def _from_annotation(gene_ids: pd.Index, annotation: Annotation, *,
     ambiguous = aligned["ambiguous"].fillna(False).to_numpy(dtype=bool)
     status = np.where(~annotated, "not_annotated", np.where(
         aligned["entrez"].notna(), "ok", np.where(ambiguous, "ambiguous", "no_gene")))
-    return aligned["entrez"].astype(object), via, pd.Series(status, index=gene_ids)
+    symbols = aligned["symbol"] if "symbol" in aligned else None
+    return _Found(aligned["entrez"].astype(object), via, pd.Series(status, index=gene_ids),
+                  symbols)
 
 
-def _from_id_map(ids: pd.Index, kind: str, to: str, *, id_map: GeneIdMap | None,
-                 data_dir: str | os.PathLike[str] | None, source: str | None
-                 ) -> tuple[pd.Series, str, pd.Series]:
-    id_map = id_map if id_map is not None else load_id_map(data_dir=data_dir)
+def _from_id_map(ids: pd.Index, kind: str, to: str, *, id_map: _IdMaps,
+                 source: str | None) -> _Found:
+    id_map = id_map.get()
     if "ensembl" in (kind, to) and not has_ensembl(id_map):
         raise DataUnavailableError(
             f"{source or 'the input'} has {kind} gene ids, and no Ensembl gene table is "
@@ -314,11 +336,14 @@ def _from_id_map(ids: pd.Index, kind: str, to: str, *, id_map: GeneIdMap | None,
     target = id_map.lookup(ids, src=kind, dst=to).set_axis(ids)
     status = pd.Series(np.where(target.notna(), "ok", "not_annotated"), index=ids)
     via = f"the gene tables ({', '.join(id_map.sources) or 'an id map'})"
-    return target, via, status
+    symbols = (pd.Series(ids, index=ids) if kind == "symbol"
+               else id_map.lookup(ids, src=kind, dst="symbol").set_axis(ids))
+    return _Found(target, via, status, symbols)
 
 
-def _build(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, target: pd.Series,
-           via: str, status: pd.Series, source: str | None) -> GeneMapping:
+def _build(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, found: _Found,
+           source: str | None) -> GeneMapping:
+    target, via, status = found.target, found.via, found.status
     ok = target.notna().to_numpy()
     if not ok.any():
         raise GeneinferError(
@@ -329,7 +354,11 @@ def _build(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, target: 
     out_ids = mapped.drop_duplicates()
     codes = np.full(len(gene_ids), -1, dtype=np.int64)
     codes[ok] = out_ids.get_indexer(mapped)
-    symbols = annotate(gene_ids, genes, kind)["symbol"].to_numpy()
+    # the input's own symbols first, then the annotation's or gene table's
+    symbols = annotate(gene_ids, genes, kind)["symbol"]
+    if found.symbols is not None:
+        symbols = symbols.where(symbols.notna(), found.symbols.to_numpy())
+    symbols = symbols.to_numpy()
     used = codes[ok]
     meta = pd.DataFrame(index=out_ids)
     meta["symbol"] = pd.Series(symbols[ok]).groupby(used).first().reindex(

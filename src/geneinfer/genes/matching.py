@@ -50,6 +50,13 @@ class GeneMatch:
         """Available columns of the present genes (in wanted order)."""
         return self.positions[self.present]
 
+    def place(self, present_values: np.ndarray) -> np.ndarray:
+        """A samples x wanted-genes matrix from the values of the present genes (in wanted
+        order); absent genes are NaN."""
+        out = np.full((present_values.shape[0], len(self.wanted)), np.nan, dtype=np.float32)
+        out[:, self.present] = present_values
+        return out
+
     def take(self, values: np.ndarray, *, fill: float | np.ndarray = np.nan) -> np.ndarray:
         """Values of the wanted genes from a samples x available-genes block; absent genes
         get ``fill`` (a scalar, or one value per wanted gene)."""

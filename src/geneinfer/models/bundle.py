@@ -36,6 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 from geneinfer.errors import GeneinferError, ModelFileError
 from geneinfer.expression import ExpressionData
+from geneinfer.genes import GeneIdMap
 from geneinfer.models.registry import make_model
 from geneinfer.preprocess import Harmonizer, LandmarkInputs, ProfilePreprocessor
 
@@ -271,6 +272,13 @@ class InferenceModel:
         out[ok] = Y.reshape(-1, self.n_targets)
         return out
 
+    def known_genes(self) -> GeneIdMap:
+        """This model's genes with their symbols: an input keyed by symbols is matched to
+        them before any other gene table."""
+        return GeneIdMap.from_genes([*self.landmark_ids, *self.target_ids],
+                                    [*self.landmark_symbols, *self.target_symbols],
+                                    kind=self.gene_id_kind)
+
     def landmark_inputs(self, harmonizer: Harmonizer, *,
                         missing_landmarks: str = "error") -> LandmarkInputs:
         """How a harmonised input becomes this model's landmark matrix
@@ -312,9 +320,13 @@ class InferenceModel:
         harmonizer = Harmonizer.plan(
             gene_ids=data.gene_ids, genes=data.genes, gene_id_kind=data.gene_id_kind,
             head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
-            data_dir=data_dir, to=self.gene_id_kind, source=data.source,
+            known=self.known_genes(), data_dir=data_dir, to=self.gene_id_kind,
+            source=data.source,
         )
         inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks)
+        if inputs.n_absent:
+            logger.warning("%d of %d landmark genes missing in %s; imputed from training means",
+                           inputs.n_absent, self.n_landmarks, data.source or "the data")
         raw = data.values if inputs.read_cols is None else data.values[:, inputs.read_cols]
         X, _ = inputs.landmarks(raw, sample_ids=list(data.sample_ids))
         return ExpressionData(

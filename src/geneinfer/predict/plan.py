@@ -30,6 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
+from geneinfer.genes import GeneIdMap
 from geneinfer.io import BlockReader
 from geneinfer.io.preallocated import RowWriter, create_matrix_file
 from geneinfer.models.bundle import InferenceModel
@@ -104,6 +105,12 @@ class Predictor:
             self.landmark_means = np.asarray(self.landmark_means, dtype=np.float32)
         if self.checksum is None:
             self.checksum = self._probe_checksum()
+
+    def known_genes(self) -> GeneIdMap:
+        """The model's genes with their symbols, trusted first when inputs are harmonised."""
+        return GeneIdMap.from_genes([*self.landmark_ids, *self.target_ids],
+                                    [*self.landmark_symbols, *self.target_symbols],
+                                    kind=self.gene_id_kind)
 
     def _probe_checksum(self) -> str:
         """Hash of the gene ids and of predictions on a fixed probe input.
@@ -308,12 +315,13 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
     if source.n_samples == 0:
         raise InputFormatError(source.source, "no samples", expected="at least one profile")
     harmonizer = Harmonizer.for_reader(source, scale=options.scale,
-                                       annotation=options.annotation,
+                                       annotation=options.annotation, known=pred.known_genes(),
                                        data_dir=options.data_dir, to=pred.gene_id_kind)
-    say(harmonizer.report.summary(), progress=progress)
     inputs = LandmarkInputs.plan(harmonizer, pred.landmark_ids,
                                  landmark_symbols=pred.landmark_symbols,
                                  means=pred.landmark_means, missing=options.missing_landmarks)
+    if harmonizer.changes_input:  # converted or re-keyed, as training does: say so once
+        say(harmonizer.report.summary(), progress=progress)
     if inputs.n_absent:
         say(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
             f"{source.source}; imputed from training means", progress=progress)

@@ -117,6 +117,7 @@ class Harmonizer:
         scale: str | None = None,
         annotation: Annotation = None,
         id_map: GeneIdMap | None = None,
+        known: GeneIdMap | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         to: str = "entrez",
         map_genes: bool = True,
@@ -124,7 +125,8 @@ class Harmonizer:
     ) -> Harmonizer:
         """Decide the scale (from ``head``: the input's first samples) and the gene mapping.
 
-        ``map_genes=False`` keeps the input's genes as they are (scale conversion only).
+        ``map_genes=False`` keeps the input's genes as they are (scale conversion only);
+        ``known`` are genes the caller knows (a model's genes and symbols), trusted first.
         """
         name = source or "the input data"
         resolved = resolve_scale(head, stated=stated_scale, given=scale, source=name)
@@ -132,7 +134,7 @@ class Harmonizer:
             raise not_convertible(resolved.scale, name)
         if map_genes:
             mapping = plan_gene_mapping(gene_ids, genes, gene_id_kind, to=to,
-                                        annotation=annotation, id_map=id_map,
+                                        annotation=annotation, id_map=id_map, known=known,
                                         data_dir=data_dir, source=name)
         else:
             mapping = GeneMapping.identity(gene_ids, genes, gene_id_kind)
@@ -153,6 +155,11 @@ class Harmonizer:
     @property
     def gene_id_kind(self) -> str:
         return self.mapping.gene_id_kind
+
+    @property
+    def changes_input(self) -> bool:
+        """Whether values are converted or genes re-keyed (worth telling the user)."""
+        return self.scale.scale != "log2" or not self.mapping.is_identity
 
     @property
     def report(self) -> HarmonizeReport:
@@ -193,6 +200,7 @@ def harmonize(
     scale: str | None = None,
     annotation: Annotation = None,
     id_map: GeneIdMap | None = None,
+    known: GeneIdMap | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     to: str = "entrez",
 ) -> tuple[ExpressionData, HarmonizeReport]:
@@ -208,13 +216,15 @@ def harmonize(
         input's own Entrez column, else GPL96).
     id_map, data_dir
         Gene tables for Ensembl ids and symbols (:func:`geneinfer.genes.load_id_map`).
+    known
+        Genes the caller knows (a model's genes with their symbols), trusted first.
     to
         The canonical id kind (``"entrez"``).
     """
     harmonizer = Harmonizer.plan(
         gene_ids=data.gene_ids, genes=data.genes, gene_id_kind=data.gene_id_kind,
         head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
-        id_map=id_map, data_dir=data_dir, to=to, source=data.source,
+        id_map=id_map, known=known, data_dir=data_dir, to=to, source=data.source,
     )
     return harmonizer.to_data(data), harmonizer.report
 
@@ -276,13 +286,15 @@ class LandmarkInputs:
     ) -> LandmarkInputs:
         """Find the landmarks; absent ones are an error unless ``missing="impute"``."""
         if missing not in MISSING_POLICIES:
-            raise GeneinferError(f"missing landmarks: choose one of {MISSING_POLICIES}, "
-                                 f"not {missing!r}")
+            raise GeneinferError(f"missing landmarks must be 'error' or 'impute', not "
+                                 f"{missing!r}")
         symbols = list(landmark_symbols or landmark_ids)
         names = [f"{g} ({s})" if s != g else g for g, s in zip(landmark_ids, symbols)]
         match = match_genes(landmark_ids, harmonizer.gene_ids)
         if match.n_missing and missing == "error":
-            raise MissingGenesError([n for n, ok in zip(names, match.present) if not ok],
+            absent = ~match.present
+            raise MissingGenesError(list(np.asarray(landmark_ids)[absent]),
+                                    names=list(np.asarray(names)[absent]),
                                     what="landmark genes of the model",
                                     source=harmonizer.source)
         if missing == "impute" and means is None:
@@ -302,7 +314,7 @@ class LandmarkInputs:
         missing values imputed in it (absent landmarks not counted)."""
         values = self.harmonizer.transform(raw, outputs=self.outputs, columns=self.read_cols,
                                            sample_ids=sample_ids)
-        X = self.match.take(values)
+        X = self.match.place(values)
         bad = np.isnan(X)
         bad[:, ~self.match.present] = False  # absent landmarks were accepted up front
         if bad.any() and self.missing == "error":

@@ -172,7 +172,8 @@ class Study:
         self.reports = {}
         loaded: dict[str, ExpressionData] = {}
         for spec in cfg.sources:
-            loaded[spec.name], self.reports[spec.name] = load_source(spec, cfg)
+            loaded[spec.name], self.reports[spec.name] = load_source(
+                spec, data_dir=cfg.data_dir, where=self.where)
         self.panel = self._choose_genes(loaded)
         genes = [*self.panel.landmarks, *(self.panel.targets or [])]
         self.pool = ExpressionData.concat_samples(
@@ -275,8 +276,8 @@ class Study:
         order, as ``geneinfer train --train`` gets one file per data set)."""
         data = self.pool.select_samples(np.sort(fold.train))
         datasets = data.samples["dataset"].to_numpy()
-        return [data.select_samples(datasets == s.name) for s in self.config.train_sources
-                if (datasets == s.name).any()]
+        return [data.select_samples(datasets == s.name).replace(source=s.name)
+                for s in self.config.train_sources if (datasets == s.name).any()]
 
     def test_sets(self, fold: Fold) -> dict[str, ExpressionData]:
         out = {name: self.pool.select_samples(idx) for name, idx in fold.test_pool.items()}

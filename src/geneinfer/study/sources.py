@@ -14,10 +14,10 @@ from geneinfer.expression import ExpressionData
 from geneinfer.io import detect_format, read
 from geneinfer.preprocess import HarmonizeReport, harmonize
 from geneinfer.public_data import fetch
-from geneinfer.study.config import SourceSpec, StudyConfig
+from geneinfer.study.config import SourceSpec
 
 
-def _read_source(spec: SourceSpec, cfg: StudyConfig) -> ExpressionData:
+def _read_source(spec: SourceSpec, data_dir: Path | None) -> ExpressionData:
     """Read a source: a file, a path in the data folder, a registered public data set
     (data folder first, then cache, then download), a GEO series or an embedded set."""
     if spec.embedded:
@@ -25,11 +25,11 @@ def _read_source(spec: SourceSpec, cfg: StudyConfig) -> ExpressionData:
     if spec.file:
         path = Path(spec.file)
     elif spec.shared and "/" in spec.shared:
-        path = cfg.data_dir / spec.shared  # type: ignore[operator]
+        path = data_dir / spec.shared  # type: ignore[operator]
     elif spec.geo:
-        path = fetch("geo_soft", accession=spec.geo, data_dir=cfg.data_dir)
+        path = fetch("geo_soft", accession=spec.geo, data_dir=data_dir)
     else:
-        path = fetch(str(spec.shared), accession=spec.accession, data_dir=cfg.data_dir)
+        path = fetch(str(spec.shared), accession=spec.accession, data_dir=data_dir)
     opts: dict[str, Any] = {"format": spec.format} if spec.format else {}
     if spec.platform and detect_format(path, format=spec.format) == "soft":
         opts["platform"] = spec.platform  # a SOFT family file may hold several platforms
@@ -50,21 +50,22 @@ def _select(data: ExpressionData, spec: SourceSpec) -> ExpressionData:
     return data
 
 
-def load_source(spec: SourceSpec, cfg: StudyConfig) -> tuple[ExpressionData, HarmonizeReport]:
+def load_source(spec: SourceSpec, *, data_dir: Path | None = None, where: str = "study config"
+                ) -> tuple[ExpressionData, HarmonizeReport]:
     """One data source harmonised (log2, Entrez genes) exactly as ``geneinfer train`` reads
     a file, with sample metadata ``dataset``, ``platform`` and ``label``.
 
     Sample ids are prefixed with the source's name, so two data sets never collide. A
     declared scale that the values contradict is a configuration error.
     """
-    data = _select(_read_source(spec, cfg), spec)
+    data = _select(_read_source(spec, data_dir), spec)
     try:
-        data, report = harmonize(data, scale=spec.scale, data_dir=cfg.data_dir)
+        data, report = harmonize(data, scale=spec.scale, data_dir=data_dir)
     except ConfigError:
         raise
     except GeneinferError as exc:
         raise ConfigError(
-            f"{cfg.path or 'study config'}: data source {spec.name!r}: {exc}"
+            f"{where}: data source {spec.name!r}: {exc}"
             + ("; fix its scale in [[data.sources]]" if spec.scale else "")
         ) from None
     samples = data.samples.copy()
@@ -74,7 +75,7 @@ def load_source(spec: SourceSpec, cfg: StudyConfig) -> tuple[ExpressionData, Har
                         else "na")
     ids = pd.Index([f"{spec.name}:{s}" for s in data.sample_ids])
     samples.index = ids
-    return data._replace(sample_ids=ids, samples=samples, source=spec.name), report
+    return data.replace(sample_ids=ids, samples=samples, source=spec.name), report
 
 
 def complete_genes(data: ExpressionData, genes: list[str]) -> set[str]:

@@ -101,7 +101,7 @@ def load_training_data(
         if "dataset" not in part.samples:
             samples = part.samples.copy()
             samples["dataset"] = Path(name).name.split(".")[0]
-            part = part._replace(samples=samples)
+            part = part.replace(samples=samples)
         parts.append(part)
         names.append(name)
         reports.append(report)
@@ -151,6 +151,8 @@ def validation_split(
     n_samples: int, *, fraction: float = VALID_FRACTION, seed: int = SPLIT_SEED
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random (train, valid) index arrays; at least one sample in each."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"the validation fraction must be between 0 and 1, got {fraction}")
     if n_samples < MIN_TRAIN_SAMPLES + 1:
         raise GeneinferError(
             f"{n_samples} samples are too few to train and validate "

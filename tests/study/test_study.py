@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from geneinfer.errors import ConfigError
-from geneinfer.evaluate.study import (
+from geneinfer.study import (
     Study,
     build_folds,
     calibrate_predictions,
@@ -58,7 +58,7 @@ def mini(shared, tmp_path_factory) -> Path:
 def _config(mini: Path, **overrides: str) -> str:
     parts = {
         "study": 'name = "mini"\nseed = 0\nquick_targets = 200',
-        "data": f'shared_dir = "{SHARED}"',
+        "data": f'data_dir = "{SHARED}"',
         "sources": textwrap.dedent(f"""\
             [[data.sources]]
             name = "bladder"
@@ -111,10 +111,10 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 # ---------------------------------------------------------------------- structure errors
-def test_real_study_configs_validate():
+def test_real_study_configs_validate(shared):
     root = Path(__file__).resolve().parents[2] / "studies"
-    for name in ("shared.toml", "dgex.toml"):
-        cfg = load_config(root / name)
+    for name in ("shared.toml", "dgex.toml", "demo.toml"):
+        cfg = load_config(root / name, data_dir=shared)
         assert cfg.models and cfg.sources
 
 
@@ -170,11 +170,11 @@ def _prepare_fails(tmp_path: Path, text: str, message: str) -> None:
 def test_scale_contradicting_values_fails_before_training(tmp_path, mini):
     # The RMA set declared as linear MAS5: values below 20 cannot be linear intensities.
     text = _config(mini).replace('scale = "log2"', 'scale = "linear"', 1)
-    _prepare_fails(tmp_path, text, r"data source 'bladder' declares scale = 'linear'.*fix its "
-                                   r"scale")
+    _prepare_fails(tmp_path, text, r"data source 'bladder': .*scale 'linear' \(given\) "
+                                   r"contradicts the values.*fix its scale")
     # RNA-seq counts declared as log2.
     text = _config(mini).replace('scale = "counts"', 'scale = "log2"')
-    _prepare_fails(tmp_path, text, r"data source 'geuv' declares scale = 'log2'")
+    _prepare_fails(tmp_path, text, r"data source 'geuv': .*scale 'log2' \(given\)")
 
 
 def test_panel_with_too_few_genes_fails(tmp_path, mini):
@@ -199,9 +199,9 @@ def test_build_folds_lodo_and_external_never_mix_test_samples():
     for f in folds[:3]:
         (name, test), = f.test_pool.items()
         assert set(ds[test]) == {name}
-        assert name not in set(ds[f.train]) | set(ds[f.valid])
-        assert len(np.intersect1d(f.train, f.valid)) == 0
-    assert folds[3].test_external == ["x"] and len(folds[3].train) + len(folds[3].valid) == 24
+        assert name not in set(ds[f.train])
+        assert len(f.train) + len(test) == 24  # training holds out its own validation
+    assert folds[3].test_external == ["x"] and len(folds[3].train) == 24
 
 
 # ---------------------------------------------------------------------- helpers
@@ -237,7 +237,7 @@ def test_small_study_runs_resumes_and_keeps_test_data_out(tmp_path, mini):
     out = tmp_path / "res"
     study = Study(cfg, out_dir=out, quick=True, progress=False).prepare()
     # quick mode: seeded target subset; landmarks measured everywhere
-    assert len(study.targets) == 200 and len(study.landmarks) >= 500
+    assert len(study.panel.targets) == 200 and len(study.panel.landmarks) >= 500
     res = study.run()
     m = res["metrics"]
     train_view = m[m["view"] == "training"]
@@ -246,7 +246,7 @@ def test_small_study_runs_resumes_and_keeps_test_data_out(tmp_path, mini):
     assert (train_view["n_genes"] > 100).all()
     assert train_view.loc[train_view["model"] == "ols", "better_than_ols"].eq(0).all()
     for f in ("metrics.csv", "versions.json", "report.html", "reliability.csv",
-              "calibration.csv", "config.toml", "learning_curves.json"):
+              "calibration.csv", "config.toml", "learning_curves.json", "panel.tsv"):
         assert (out / f).is_file(), f
     assert json.loads((out / "versions.json").read_text())["quick"] is True
     assert len(list((out / "per_gene").glob("*.csv"))) == 2 * 3
@@ -254,10 +254,9 @@ def test_small_study_runs_resumes_and_keeps_test_data_out(tmp_path, mini):
     again = Study(cfg, out_dir=out, quick=True, progress=False).run()
     assert again["skipped"] == 6
     pd.testing.assert_frame_equal(again["metrics"], m)
-    # no statistic from test samples: the fold scaler of lodo-bladder never sees bladder
+    # no statistic from test samples: lodo-bladder trains on boro alone
     fold = next(f for f in study.folds if f.name == "lodo-bladder")
-    ds = study.pool.samples["dataset"].to_numpy()
-    assert "bladder" not in set(ds[fold.train]) | set(ds[fold.valid])
+    assert [p.source for p in study.training_parts(fold)] == ["boro"]
 
 
 def test_parse_config_needs_models_and_sources(mini):
