@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from geneinfer.expression import ExpressionData  # noqa: E402
 from geneinfer.genes.ids import read_lincs_gene_info  # noqa: E402
-from geneinfer.genes.probes import collapse_probes, read_platform_annotation  # noqa: E402
+from geneinfer.genes.mapping import collapse_probes  # noqa: E402
+from geneinfer.genes.probes import read_platform_annotation  # noqa: E402
 from geneinfer.utils.files import atomic_path  # noqa: E402
 
 OUT = ROOT / "src" / "geneinfer" / "_embedded"

@@ -16,6 +16,7 @@ import pandas as pd
 
 from geneinfer.expression import ExpressionData
 from geneinfer.idkinds import ENTREZ_RE, detect_id_kind
+from geneinfer.io import MISSING_ID_TEXTS
 
 KINDS = ("symbol", "entrez", "ensembl")
 
@@ -35,7 +36,6 @@ ENSEMBL_ALIASES = (
     "ensembl_gene_id", "ensembl_id", "ensembl_gene", "ensembl", "ensg", "gene_id", "name", "id",
 )
 
-_MISSING = {"", "na", "nan", "none", "null", "-666", "---", "-", "n/a", "#n/a"}
 # the start of an Ensembl gene id (a cleaned id drops the version that ENSEMBL_RE allows)
 _ENSEMBL_RE = re.compile(r"^ENS[A-Z]*G\d{6,}")
 _MULTI = re.compile(r"\s*///\s*|\s*//\s*|\s*;\s*|\s*\|\s*")
@@ -55,13 +55,13 @@ def _texts(values: Iterable[object]) -> tuple[pd.Series, pd.Series]:
     s = pd.Series(list(values) if not isinstance(values, pd.Series) else values.to_numpy(),
                   dtype=object)
     text = s.astype(str).str.strip()
-    missing = s.isna().to_numpy() | text.str.lower().isin(_MISSING).to_numpy()
+    missing = s.isna().to_numpy() | text.str.lower().isin(MISSING_ID_TEXTS).to_numpy()
     return text, pd.Series(missing)
 
 
 def _entrez_one(text: str) -> tuple[str | None, bool]:
     parts = {re.sub(r"\.0$", "", p) for p in _split_multi(text)}
-    parts = {p for p in parts if p.lower() not in _MISSING}
+    parts = {p for p in parts if p.lower() not in MISSING_ID_TEXTS}
     if len(parts) == 1 and ENTREZ_RE.match(next(iter(parts))):
         return next(iter(parts)), False
     return None, len(parts) > 1
@@ -95,7 +95,7 @@ def clean_symbol(values: Iterable[object]) -> pd.Series:
     out[simple] = text[simple].to_numpy()
     raw = text.to_numpy()
     for i in np.flatnonzero(multi & ~missing.to_numpy()):
-        parts = [p for p in _split_multi(raw[i]) if p.lower() not in _MISSING]
+        parts = [p for p in _split_multi(raw[i]) if p.lower() not in MISSING_ID_TEXTS]
         out[i] = parts[0] if len(set(parts)) == 1 else None
     return pd.Series(out, dtype=object)
 
@@ -120,7 +120,7 @@ CLEANERS = {
 def _looks_like(values: pd.Series, kind: str) -> bool:
     """Whether most non-missing values of a column are ids of ``kind``."""
     vals = values.dropna().astype(str).str.strip()
-    vals = vals[~vals.str.lower().isin(_MISSING)]
+    vals = vals[~vals.str.lower().isin(MISSING_ID_TEXTS)]
     if len(vals) > 5000:  # a spread-out sample decides as well as the whole column
         vals = vals.iloc[:: len(vals) // 5000 + 1]
     if vals.empty:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
 from geneinfer.expression import ExpressionData
@@ -302,9 +304,6 @@ def select_landmarks(
     numpy.ndarray or list of str
         Sorted column indices for an array input; gene ids for :class:`ExpressionData`.
     """
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
     X = X_or_data.values if isinstance(X_or_data, ExpressionData) else np.asarray(X_or_data)
     if X.ndim != 2:
         raise GeneinferError(f"expected a samples x genes matrix, got {X.ndim}-D")

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
-from geneinfer.io._common import NA_TOKENS, open_text, translate_errors
+from geneinfer.io._common import MISSING_ID_TEXTS, NA_TOKENS, open_text, translate_errors
 from geneinfer.io.blocks import BlockReader, MemoryBlocks
 from geneinfer.io.formats import (
     FORMATS,
@@ -39,6 +39,7 @@ from geneinfer.io.table import TableBlocks, peek_table, read_table, write_table
 
 __all__ = [
     "FORMATS",
+    "MISSING_ID_TEXTS",
     "NA_TOKENS",
     "STREAMED",
     "WRITABLE",

@@ -51,7 +51,10 @@ DERIVED_GENE_COLUMNS: dict[str, tuple[str, ...]] = {
     "symbol": ("pr_gene_symbol", "Gene Symbol", "gene_symbol", "GENE_SYMBOL"),
     "entrez": ("pr_gene_id", "ENTREZ_GENE_ID", "entrez_id", "ENTREZ_ID"),
 }
-_MISSING_META = frozenset({"", "-666", "na", "NA", "nan", "NaN", "---", "None"})
+#: Texts (compared in lower case) that mean "no id" in annotation columns: empty cells, NA
+#: markers, CMap's ``-666`` and GEO's ``---``.
+MISSING_ID_TEXTS = frozenset({"", "na", "nan", "none", "null", "-666", "---", "-", "n/a",
+                              "#n/a"})
 
 
 def is_gzip(path: PathLike) -> bool:
@@ -180,10 +183,10 @@ def _derive(col: pd.Series, kind: str) -> pd.Series:
     if kind == "entrez":
         # An Entrez id is a plain integer; "780 /// 100616237" keeps its first id.
         first = texts.str.split("///").str[0].str.strip()
-        ok = first.str.fullmatch(r"\d+") & ~texts.isin(_MISSING_META)
+        ok = first.str.fullmatch(r"\d+") & ~texts.str.lower().isin(MISSING_ID_TEXTS)
         return first.where(ok, None).astype(object)
     out = texts.str.strip()
-    return out.where(~out.isin(_MISSING_META), None).astype(object)
+    return out.where(~out.str.lower().isin(MISSING_ID_TEXTS), None).astype(object)
 
 
 def add_derived_gene_columns(genes: pd.DataFrame) -> pd.DataFrame:

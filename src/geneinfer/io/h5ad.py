@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -105,8 +106,6 @@ def _to_data(
 
 def _check_layout(path: PathLike) -> None:
     """Fail fast (and without anndata's warnings) on HDF5 files that are not AnnData."""
-    import h5py
-
     with translate_errors(path, what="AnnData .h5ad file"), h5py.File(path, "r") as f:
         absent = [k for k in ("obs", "var") if k not in f]
         if absent:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from geneinfer.errors import ConfigError, GeneinferError
 from geneinfer.io import open_blocks
@@ -85,8 +86,6 @@ def thread_limit(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -109,8 +108,6 @@ def _limit_threads(n: int) -> None:
     if torch is not None:
         torch.set_num_threads(n)
     with contextlib.suppress(Exception):
-        from threadpoolctl import threadpool_limits
-
         threadpool_limits(n)
 
 
@@ -213,10 +210,10 @@ class _Sync:
     def __init__(self) -> None:
         self.dist = None
         self.owned = False
-        try:
-            import torch.distributed as dist
-        except ImportError:  # pragma: no cover
-            return
+        # torch is imported only under torchrun: a linear model's prediction never needs
+        # it, and importing it costs seconds
+        import torch.distributed as dist
+
         if not dist.is_available():
             return
         if not dist.is_initialized() and "MASTER_ADDR" in os.environ and \
