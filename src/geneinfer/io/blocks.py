@@ -251,3 +251,36 @@ class Spool:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class SpooledBlocks(BlockReader):
+    """Blocks of a text file parsed once into a :class:`Spool`.
+
+    Subclasses parse (with their format's own parser) and set :attr:`spool` (rows as in the
+    file), :attr:`genes_in_rows`, the gene ids and metadata and :attr:`sample_table`.
+    """
+
+    spool: Spool
+    genes_in_rows: bool = True
+    sample_table: pd.DataFrame
+
+    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
+        rows = self.spool.array
+        if self.genes_in_rows:  # genes x samples on disk: gather the block, then transpose
+            part = rows[:, start:stop] if cols is None else rows[cols, start:stop]
+            return np.ascontiguousarray(part.T)
+        part = rows[start:stop]
+        return np.array(part if cols is None else part[:, cols], dtype=np.float32)
+
+    def sample_ids(self) -> pd.Index:
+        return self.sample_table.index
+
+    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
+        s = self.sample_table
+        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
+
+    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        return self.sample_table.iloc[start:stop]
+
+    def close(self) -> None:
+        self.spool.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +48,7 @@ from geneinfer.io._common import (
     strip_derived_gene_columns,
     translate_errors,
 )
-from geneinfer.io.blocks import BlockReader, Spool
+from geneinfer.io.blocks import Spool, SpooledBlocks
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
@@ -316,7 +316,7 @@ def _positions(path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None)
     return [lookup[s] for s in sample_ids]
 
 
-class GCTBlocks(BlockReader):
+class GCTBlocks(SpooledBlocks):
     """Random access to a GCT file: parsed once (the same parser as :func:`read_gct`) into
     a genes x samples spool, from which sample blocks are sliced."""
 
@@ -324,18 +324,18 @@ class GCTBlocks(BlockReader):
         hdr = read_gct_header(path)
         self.path = Path(path)
         self.source = str(path)
-        self._spool = Spool(hdr.n_samples, n_rows=hdr.n_genes)
+        self.spool = Spool(hdr.n_samples, n_rows=hdr.n_genes)
         ids: list[str] = []
         meta: dict[str, list[str]] = {n: [] for n in hdr.row_meta_names}
         try:
             with translate_errors(path, what="GCT file"):
                 for chunk_ids, chunk_meta, chunk in _body_chunks(path, hdr):
-                    self._spool.append(chunk)
+                    self.spool.append(chunk)
                     ids.extend(chunk_ids)
                     for name, texts in chunk_meta.items():
                         meta[name].extend(texts)
                 self.genes = _genes(ids, meta)
-                self._samples = _samples(hdr, range(hdr.n_samples))
+                self.sample_table = _samples(hdr, range(hdr.n_samples))
         except BaseException:
             self.close()
             raise
@@ -343,24 +343,6 @@ class GCTBlocks(BlockReader):
         self.n_samples = hdr.n_samples
         self.scale = _scale(hdr)
         self.gene_id_kind = detect_id_kind(ids)
-
-    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
-        spool = self._spool.array
-        part = spool[:, start:stop] if cols is None else spool[cols, start:stop]
-        return np.ascontiguousarray(part.T)
-
-    def sample_ids(self) -> pd.Index:
-        return self._samples.index
-
-    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
-        s = self._samples
-        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
-
-    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        return self._samples.iloc[start:stop]
-
-    def close(self) -> None:
-        self._spool.close()
 
 
 def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from geneinfer.io._common import (
     rows_per_block,
     translate_errors,
 )
-from geneinfer.io.blocks import BlockReader, Spool
+from geneinfer.io.blocks import Spool, SpooledBlocks
 from geneinfer.utils.files import atomic_path
 
 ORIENTATIONS = ("genes-in-rows", "samples-in-rows")
@@ -290,12 +290,6 @@ def _chunks(path: PathLike, lay: _Layout) -> Iterator[tuple[list[str], dict, np.
             offset += len(frame)
 
 
-def _row_items(lay: _Layout, ids: list[str], meta: dict[str, list[str]]
-               ) -> tuple[pd.Index, pd.DataFrame]:
-    index = pd.Index(ids, dtype=object)
-    return index, meta_frame(meta, index)
-
-
 def read_table(
     path: PathLike, *, sep: str | None = None, orientation: str | None = None
 ) -> ExpressionData:
@@ -312,7 +306,7 @@ def read_table(
         return reader.block(0, reader.n_samples)
 
 
-class TableBlocks(BlockReader):
+class TableBlocks(SpooledBlocks):
     """Random access to a TSV/CSV table: parsed once into a spool (rows as in the file),
     from which sample blocks are sliced."""
 
@@ -322,51 +316,31 @@ class TableBlocks(BlockReader):
         self.source = str(path)
         with translate_errors(path, what="delimited table"):
             lay = _layout(path, sep, orientation)
-        self._spool = Spool(len(lay.header) - 1 - lay.n_meta)
+        self.spool = Spool(len(lay.header) - 1 - lay.n_meta)
         ids: list[str] = []
         meta: dict[str, list[str]] = {lay.header[c]: [] for c in range(1, 1 + lay.n_meta)}
         try:
             with translate_errors(path, what="delimited table"):
                 for chunk_ids, chunk_meta, values in _chunks(path, lay):
-                    self._spool.append(values)
+                    self.spool.append(values)
                     ids.extend(chunk_ids)
                     for name, texts in chunk_meta.items():
                         meta[name].extend(texts)
         except BaseException:
             self.close()
             raise
-        rows, row_meta = _row_items(lay, ids, meta)
+        rows = pd.Index(ids, dtype=object)
+        row_meta = meta_frame(meta, rows)
         cols = pd.Index(lay.header[1 + lay.n_meta:], dtype=object)
-        self._genes_in_rows = lay.genes_in_rows
+        self.genes_in_rows = lay.genes_in_rows
         if lay.genes_in_rows:
             self.gene_ids, self.genes = rows, row_meta
-            self._samples = pd.DataFrame(index=cols)
+            self.sample_table = pd.DataFrame(index=cols)
         else:
             self.gene_ids, self.genes = cols, pd.DataFrame(index=cols)
-            self._samples = row_meta
-        self.n_samples = len(self._samples)
+            self.sample_table = row_meta
+        self.n_samples = len(self.sample_table)
         self.gene_id_kind = detect_id_kind(self.gene_ids)
-
-    def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
-        spool = self._spool.array
-        if self._genes_in_rows:
-            part = spool[:, start:stop] if cols is None else spool[cols, start:stop]
-            return np.ascontiguousarray(part.T)
-        part = spool[start:stop]
-        return np.array(part if cols is None else part[:, cols], dtype=np.float32)
-
-    def sample_ids(self) -> pd.Index:
-        return self._samples.index
-
-    def sample_columns(self) -> list[tuple[str, Callable[[], np.ndarray]]]:
-        s = self._samples
-        return [(str(c), (lambda c=c: s[c].to_numpy())) for c in s.columns]
-
-    def samples(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        return self._samples.iloc[start:stop]
-
-    def close(self) -> None:
-        self._spool.close()
 
 
 def peek_table(
