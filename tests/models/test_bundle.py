@@ -41,11 +41,11 @@ def _bundle(kind: str, rng: np.random.Generator, **params) -> tuple[InferenceMod
         index=tg_ids,
     )
     metrics.iloc[3] = np.nan  # a gene without a metric stays NaN through save/load
-    bundle = InferenceModel(
-        estimator=est,
-        preprocessor=pre,
-        landmark_ids=lm_ids,
-        target_ids=tg_ids,
+    bundle = InferenceModel.from_fitted(
+        est,
+        pre,
+        lm_ids,
+        tg_ids,
         landmark_symbols=[f"LM{i}" for i in range(N_LM)],
         target_symbols=[f"TG{i}" for i in range(N_TG)],
         gene_metrics=metrics,
@@ -292,3 +292,37 @@ def test_linear_scale_input_is_put_on_log2(ridge_bundle):
     )
     shifted = ridge_bundle.predict_log2(np.log2(np.exp2(X) * 40))
     np.testing.assert_allclose(ridge_bundle.predict(linear).values, shifted, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- scikit-learn estimator
+def test_inference_model_is_a_scikit_learn_estimator(tmp_path):
+    """Pipeline, clone and cross_val_predict on DataFrames with gene ids as columns; a loaded
+    model keeps its saved preprocessing."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import Pipeline
+
+    from geneinfer.examples import load_embedded
+    from geneinfer.genes import get_panel
+
+    data = load_embedded(["bladderbatch"])["bladderbatch"]
+    landmarks = [g for g in get_panel("l1000").landmarks if g in data.gene_ids]
+    targets = [g for g in data.gene_ids if g not in set(landmarks)][:200]
+    X, Y = data.select_genes(landmarks).to_frame(), data.select_genes(targets).to_frame()
+    pred = cross_val_predict(InferenceModel("ridge"), X, Y, cv=3)
+    assert pred.shape == (57, 200) and np.isfinite(pred).all()
+    pipe = Pipeline([("m", InferenceModel("ridge"))]).fit(X, Y)
+    out = pipe.predict(X)
+    assert list(out.columns) == targets and list(out.index) == list(X.index)
+    # save and load: predict on a DataFrame applies the saved preprocessing
+    fitted = pipe.named_steps["m"]
+    loaded = InferenceModel.load(fitted.save(tmp_path / "m"))
+    shuffled = X[X.columns[::-1]]  # columns are matched by gene id
+    np.testing.assert_allclose(loaded.predict(shuffled).to_numpy(), out.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(Pipeline([("m", loaded)]).predict(X), out.to_numpy(), rtol=1e-6)
+    again = clone(loaded)
+    assert again.get_params() == loaded.get_params() and again.model == "ridge"
+    assert not hasattr(again, "estimator_")
+    np.testing.assert_allclose(again.fit(X, Y).predict(X), out, rtol=1e-5)
+    with pytest.raises(MissingGenesError, match="landmark genes of the model"):
+        loaded.predict(X.drop(columns=landmarks[:3]))

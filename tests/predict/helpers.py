@@ -57,9 +57,8 @@ def fit_model(shared: Path, *, n_targets: int = 300, seed: int = 0) -> Inference
         {"valid_r": rng.uniform(0.0, 1.0, n_targets), "valid_mae": rng.uniform(0.1, 1, n_targets)},
         index=list(tg["pr_gene_id"]),
     )
-    return InferenceModel(
-        estimator=est, preprocessor=None, landmark_ids=d["entrez"],
-        target_ids=list(tg["pr_gene_id"]), landmark_symbols=d["symbol"],
+    return InferenceModel.from_fitted(
+        est, None, d["entrez"], list(tg["pr_gene_id"]), landmark_symbols=d["symbol"],
         target_symbols=list(tg["pr_gene_symbol"]), gene_metrics=metrics,
         landmark_means=np.nanmean(X, axis=0), info={"model": "ridge"},
     )

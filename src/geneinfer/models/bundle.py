@@ -19,13 +19,13 @@ and :meth:`~geneinfer.models.base.GeneModel.load_fitted_state`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,10 +33,13 @@ import numpy as np
 import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
 
-from geneinfer.errors import GeneinferError, ModelFileError
+from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import GeneIdMap
+from geneinfer.genes.matching import match_genes
 from geneinfer.models.registry import make_model
 from geneinfer.preprocess import Harmonizer, LandmarkInputs, ProfilePreprocessor
 
@@ -148,75 +151,177 @@ def _preprocessor_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any]
     return ProfilePreprocessor.from_state(merged)
 
 
+def _frame(values: Any, prefix: str) -> pd.DataFrame:
+    """``values`` as a DataFrame; arrays get genes named by position (``x0``, ``x1``, ...)."""
+    if isinstance(values, pd.DataFrame):
+        return values.set_axis(values.columns.astype(str), axis=1)
+    arr = np.asarray(values, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    return pd.DataFrame(arr, columns=[f"{prefix}{i}" for i in range(arr.shape[1])])
+
+
+def _aligned_metrics(metrics: pd.DataFrame | None, target_ids: list[str]) -> pd.DataFrame:
+    idx = pd.Index(target_ids, name="gene_id")
+    if metrics is None:
+        return pd.DataFrame({"valid_r": np.nan, "valid_mae": np.nan}, index=idx, dtype=float)
+    gm = metrics.copy()
+    gm.index = pd.Index([str(g) for g in gm.index], name="gene_id")
+    return gm.reindex(idx)
+
+
 # ---------------------------------------------------------------------- the model
-@dataclass(eq=False)
-class InferenceModel:
-    """A trained landmark -> target model ready for prediction and saving.
+class InferenceModel(RegressorMixin, BaseEstimator):
+    """A landmark -> target model with its preprocessing: what ``geneinfer train`` writes and
+    ``geneinfer predict`` reads, and a scikit-learn estimator.
+
+    As an estimator (``Pipeline``, ``clone``, ``cross_val_predict``), :meth:`fit` takes log2
+    profiles as DataFrames (samples x genes, gene ids as columns): ``X`` the landmarks and
+    ``Y`` the targets; it fits the D-GEX preprocessing (:class:`ProfilePreprocessor`) and the
+    registry model ``model`` on them. :meth:`predict` applies the saved preprocessing. A model
+    trained by :func:`geneinfer.train.train_model` or loaded by :meth:`load` is fitted the same
+    way, so ``clone`` of a loaded model is an unfitted model with the same settings.
 
     Parameters
     ----------
-    estimator
-        A fitted :class:`~geneinfer.models.base.GeneModel`.
-    preprocessor
-        Fitted ``ProfilePreprocessor`` (or ``None``) mapping log2 profiles to model space.
-    landmark_ids, target_ids
-        Canonical gene ids (Entrez ids as strings on microarray / L1000 data).
-    landmark_symbols, target_symbols
-        Gene symbols in the same order (the id where no symbol is known).
-    gene_metrics
+    model
+        Registry name of the estimator (``"ridge"``, ``"dgex"``, ...).
+    params
+        Its hyper-parameters.
+    quantile, standardize
+        Preprocessing: quantile-normalise landmark and target blocks onto training
+        references; standardise each gene with its training mean and standard deviation.
+    missing_landmarks
+        In :meth:`predict`: ``"error"`` or ``"impute"`` (training means) for absent
+        landmarks and missing values.
+
+    Attributes
+    ----------
+    estimator_, preprocessor_
+        The fitted :class:`~geneinfer.models.base.GeneModel` and ``ProfilePreprocessor``
+        (or None).
+    landmark_ids_, target_ids_, landmark_symbols_, target_symbols_
+        Canonical gene ids (Entrez ids as strings on microarray / L1000 data) and symbols.
+    gene_metrics_
         Per-target validation metrics indexed by target id (``valid_r``, ``valid_mae``).
-    info
+    info_
         Training provenance: model name, params, training files, panel, sample counts,
         duplicate report, geneinfer version, creation time.
-    landmark_means
-        Mean log2 expression of each landmark in the training data; used to impute
-        landmarks absent from an input (``missing_landmarks="impute"``).
-    gene_id_kind
+    landmark_means_
+        Mean log2 expression of each landmark in the training data (for imputing).
+    gene_id_kind_
         What the ids are (``"entrez"``, ``"ensembl"``, ...).
+
+    The fitted attributes are also readable without the trailing underscore
+    (``model.landmark_ids``).
     """
 
-    estimator: Any
-    preprocessor: Any
-    landmark_ids: list[str]
-    target_ids: list[str]
-    landmark_symbols: list[str] | None = None
-    target_symbols: list[str] | None = None
-    gene_metrics: pd.DataFrame | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-    landmark_means: np.ndarray | None = None
-    gene_id_kind: str = "entrez"
+    def __init__(self, model: str = "ridge", *, params: dict[str, Any] | None = None,
+                 quantile: bool = True, standardize: bool = True,
+                 missing_landmarks: str = "error") -> None:
+        self.model = model
+        self.params = params
+        self.quantile = quantile
+        self.standardize = standardize
+        self.missing_landmarks = missing_landmarks
 
-    def __post_init__(self) -> None:
-        self.landmark_ids = [str(g) for g in self.landmark_ids]
-        self.target_ids = [str(g) for g in self.target_ids]
-        if self.landmark_symbols is None:
-            self.landmark_symbols = list(self.landmark_ids)
-        if self.target_symbols is None:
-            self.target_symbols = list(self.target_ids)
-        self.landmark_symbols = [str(s) for s in self.landmark_symbols]
-        self.target_symbols = [str(s) for s in self.target_symbols]
-        if len(self.landmark_symbols) != len(self.landmark_ids):
+    @classmethod
+    def from_fitted(
+        cls,
+        estimator: Any,
+        preprocessor: Any,
+        landmark_ids: list[str],
+        target_ids: list[str],
+        *,
+        landmark_symbols: list[str] | None = None,
+        target_symbols: list[str] | None = None,
+        gene_metrics: pd.DataFrame | None = None,
+        info: dict[str, Any] | None = None,
+        landmark_means: np.ndarray | None = None,
+        gene_id_kind: str = "entrez",
+    ) -> InferenceModel:
+        """A fitted model from its parts (what training and loading produce)."""
+        kind = getattr(estimator, "name", "") or (info or {}).get("model", "")
+        obj = cls(str(kind), params=estimator.get_params(deep=False),
+                  quantile=bool(getattr(preprocessor, "quantile", False)),
+                  standardize=bool(getattr(preprocessor, "standardize", False)))
+        obj._set_fitted(estimator, preprocessor, landmark_ids, target_ids,
+                        landmark_symbols=landmark_symbols, target_symbols=target_symbols,
+                        gene_metrics=gene_metrics, info=info, landmark_means=landmark_means,
+                        gene_id_kind=gene_id_kind)
+        return obj
+
+    def _set_fitted(self, estimator: Any, preprocessor: Any, landmark_ids: Any,
+                    target_ids: Any, *, landmark_symbols: Any = None, target_symbols: Any = None,
+                    gene_metrics: pd.DataFrame | None = None, info: dict | None = None,
+                    landmark_means: Any = None, gene_id_kind: str = "entrez") -> None:
+        self.estimator_ = estimator
+        self.preprocessor_ = preprocessor
+        self.landmark_ids_ = [str(g) for g in landmark_ids]
+        self.target_ids_ = [str(g) for g in target_ids]
+        self.landmark_symbols_ = [str(s) for s in (landmark_symbols or self.landmark_ids_)]
+        self.target_symbols_ = [str(s) for s in (target_symbols or self.target_ids_)]
+        if len(self.landmark_symbols_) != len(self.landmark_ids_):
             raise GeneinferError("landmark_symbols and landmark_ids differ in length")
-        if len(self.target_symbols) != len(self.target_ids):
+        if len(self.target_symbols_) != len(self.target_ids_):
             raise GeneinferError("target_symbols and target_ids differ in length")
-        idx = pd.Index(self.target_ids, name="gene_id")
-        if self.gene_metrics is None:
-            self.gene_metrics = pd.DataFrame(
-                {"valid_r": np.nan, "valid_mae": np.nan}, index=idx, dtype=float
-            )
-        else:
-            gm = self.gene_metrics.copy()
-            gm.index = pd.Index([str(g) for g in gm.index], name="gene_id")
-            self.gene_metrics = gm.reindex(idx)
-        if self.landmark_means is not None:
-            self.landmark_means = np.asarray(self.landmark_means, dtype=np.float32)
-            if self.landmark_means.shape != (len(self.landmark_ids),):
+        self.gene_metrics_ = _aligned_metrics(gene_metrics, self.target_ids_)
+        self.info_ = dict(info or {})
+        self.gene_id_kind_ = gene_id_kind
+        self.landmark_means_ = None
+        if landmark_means is not None:
+            self.landmark_means_ = np.asarray(landmark_means, dtype=np.float32)
+            if self.landmark_means_.shape != (len(self.landmark_ids_),):
                 raise GeneinferError(
-                    f"landmark_means has shape {self.landmark_means.shape}, "
-                    f"expected ({len(self.landmark_ids)},)"
+                    f"landmark_means has shape {self.landmark_means_.shape}, "
+                    f"expected ({len(self.landmark_ids_)},)"
                 )
 
+    # ------------------------------------------------------------------ as an estimator
+    def fit(self, X: Any, Y: Any, **fit_params: Any) -> InferenceModel:
+        """Fit the preprocessing and the model on log2 profiles.
+
+        ``X`` (samples x landmarks) and ``Y`` (samples x targets) are DataFrames with gene ids
+        as columns, or arrays (genes are then named by position). ``fit_params`` (e.g.
+        ``groups``) go to the model's ``fit`` when it takes them.
+        """
+        X_df, Y_df = _frame(X, "x"), _frame(Y, "y")
+        if len(X_df) != len(Y_df):
+            raise GeneinferError(f"X has {len(X_df)} samples but Y has {len(Y_df)}")
+        Xv = X_df.to_numpy(dtype=np.float32)
+        Yv = Y_df.to_numpy(dtype=np.float32)
+        pre = ProfilePreprocessor(quantile=self.quantile, standardize=self.standardize).fit(
+            Xv, Yv)
+        est = make_model(self.model, **(self.params or {}))
+        takes = set(inspect.signature(est.fit).parameters)
+        est.fit(pre.transform_landmarks(Xv), pre.transform_targets(Yv),
+                **{k: v for k, v in fit_params.items() if k in takes})
+        self._set_fitted(est, pre, list(X_df.columns), list(Y_df.columns),
+                         landmark_means=np.nanmean(Xv, axis=0),
+                         info={"model": self.model, "n_train_samples": len(Xv)})
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     # ------------------------------------------------------------------ properties
+    estimator = property(lambda self: self._fitted("estimator_"))
+    preprocessor = property(lambda self: self._fitted("preprocessor_"))
+    landmark_ids = property(lambda self: self._fitted("landmark_ids_"))
+    target_ids = property(lambda self: self._fitted("target_ids_"))
+    landmark_symbols = property(lambda self: self._fitted("landmark_symbols_"))
+    target_symbols = property(lambda self: self._fitted("target_symbols_"))
+    gene_metrics = property(lambda self: self._fitted("gene_metrics_"))
+    info = property(lambda self: self._fitted("info_"))
+    landmark_means = property(lambda self: self._fitted("landmark_means_"))
+    gene_id_kind = property(lambda self: self._fitted("gene_id_kind_"))
+
+    def _fitted(self, name: str) -> Any:
+        check_is_fitted(self, "estimator_")
+        return getattr(self, name)
+
     @property
     def kind(self) -> str:
         """Registry name of the estimator (e.g. ``"ridge"``)."""
@@ -235,7 +340,9 @@ class InferenceModel:
     def n_targets(self) -> int:
         return len(self.target_ids)
 
-    def __repr__(self) -> str:
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        if not hasattr(self, "estimator_"):
+            return super().__repr__(N_CHAR_MAX)
         return (
             f"InferenceModel({self.kind}: {self.n_landmarks} landmarks -> {self.n_targets} targets)"
         )
@@ -290,33 +397,38 @@ class InferenceModel:
 
     def predict(
         self,
-        data: ExpressionData,
+        data: ExpressionData | pd.DataFrame | np.ndarray,
         *,
-        missing_landmarks: Literal["error", "impute"] = "error",
+        missing_landmarks: Literal["error", "impute"] | None = None,
         scale: str | None = None,
         annotation: Any = None,
         data_dir: str | os.PathLike[str] | None = None,
-    ) -> ExpressionData:
+    ) -> Any:
         """Infer the target genes of every sample in ``data``.
 
-        ``data`` goes through the same steps as in ``geneinfer predict``: harmonised
-        (:func:`geneinfer.preprocess.harmonize`: log2, canonical gene ids) and its landmarks
-        found (:meth:`landmark_inputs`).
+        * :class:`ExpressionData` (any scale, any gene ids) goes through the same steps as in
+          ``geneinfer predict``: harmonised (:func:`geneinfer.preprocess.harmonize`: log2,
+          canonical gene ids) and its landmarks found (:meth:`landmark_inputs`); returns
+          ExpressionData (samples x targets, log2; gene metadata ``symbol``, ``valid_r``,
+          ``valid_mae``; the input's sample metadata).
+        * A DataFrame of log2 values with gene ids as columns (as in :meth:`fit`): its
+          landmark columns are used; returns a DataFrame with target ids as columns.
+        * An array: log2 landmarks in ``landmark_ids`` order; returns an array.
 
         Parameters
         ----------
         missing_landmarks
             ``"error"`` raises an error listing absent landmarks or missing values;
-            ``"impute"`` fills them with the training means.
+            ``"impute"`` fills them with the training means (default: the
+            ``missing_landmarks`` parameter).
         scale, annotation, data_dir
-            As for :func:`geneinfer.preprocess.harmonize`.
-
-        Returns
-        -------
-        ExpressionData
-            Samples x targets on log2 scale; gene metadata ``symbol``, ``valid_r``,
-            ``valid_mae``; the input's sample metadata.
+            As for :func:`geneinfer.preprocess.harmonize` (ExpressionData input).
         """
+        missing_landmarks = missing_landmarks or self.missing_landmarks
+        if isinstance(data, pd.DataFrame):
+            return self._predict_frame(data, missing_landmarks)
+        if not isinstance(data, ExpressionData):
+            return self.predict_log2(np.asarray(data, dtype=np.float32))
         harmonizer = Harmonizer.plan(
             gene_ids=data.gene_ids, genes=data.genes, gene_id_kind=data.gene_id_kind,
             head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
@@ -339,6 +451,17 @@ class InferenceModel:
             gene_id_kind=self.gene_id_kind,
             source=data.source,
         )
+
+    def _predict_frame(self, frame: pd.DataFrame, missing_landmarks: str) -> pd.DataFrame:
+        match = match_genes(self.landmark_ids, frame.columns.astype(str))
+        if match.n_missing and missing_landmarks != "impute":
+            absent = [g for g, ok in zip(self.landmark_ids, match.present) if not ok]
+            raise MissingGenesError(absent, what="landmark genes of the model",
+                                    source="the DataFrame")
+        X = match.take(frame.to_numpy(dtype=np.float32))
+        if missing_landmarks == "impute" and self.landmark_means is not None:
+            X = np.where(np.isnan(X), self.landmark_means[None, :], X)
+        return pd.DataFrame(self.predict_log2(X), index=frame.index, columns=self.target_ids)
 
     def target_table(self) -> pd.DataFrame:
         """Per-target metadata: ``symbol`` plus the validation metrics."""
@@ -469,11 +592,11 @@ class InferenceModel:
         _check_sizes(
             estimator, preprocessor, len(doc["landmarks"]["ids"]), len(doc["targets"]["ids"])
         )
-        return cls(
-            estimator=estimator,
-            preprocessor=preprocessor,
-            landmark_ids=doc["landmarks"]["ids"],
-            target_ids=doc["targets"]["ids"],
+        return cls.from_fitted(
+            estimator,
+            preprocessor,
+            doc["landmarks"]["ids"],
+            doc["targets"]["ids"],
             landmark_symbols=doc["landmarks"].get("symbols"),
             target_symbols=doc["targets"].get("symbols"),
             gene_metrics=metrics,

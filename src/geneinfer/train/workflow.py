@@ -383,11 +383,11 @@ def train_model(
     )
     early_stop = _fit_with_validation(est, pre, sets)
     symbols = _symbols(data, match)
-    bundle = InferenceModel(
-        estimator=est,
-        preprocessor=pre,
-        landmark_ids=match.landmarks,
-        target_ids=targets,
+    bundle = InferenceModel.from_fitted(
+        est,
+        pre,
+        match.landmarks,
+        targets,
         landmark_symbols=[str(symbols.get(g, g)) for g in match.landmarks],
         target_symbols=[str(symbols.get(g, g)) for g in targets],
         landmark_means=sets.landmark_means,
@@ -399,8 +399,8 @@ def train_model(
         targets,
         train_std=np.nanstd(sets.Y_train, axis=0),
     )
-    bundle.gene_metrics = metrics
-    bundle.info = {
+    bundle.gene_metrics_ = metrics
+    bundle.info_ = {
         "model": name,
         "params": est.get_params(deep=False),
         "training_files": names,
