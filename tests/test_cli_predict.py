@@ -33,7 +33,8 @@ def test_cli_predicts_real_l1000_file(shared, saved_model, tmp_path, capsys):
     expected = model.predict_log2(read_l1000(shared)["X"])[:, keep]
     with h5py.File(out, "r") as f:
         np.testing.assert_allclose(f["0/DATA/0/matrix"][:], expected, rtol=1e-5, atol=1e-4)
-        assert set(f["0/META/ROW"]) == {"id", "pr_gene_symbol", "valid_r", "valid_mae"}
+        assert set(f["0/META/ROW"]) == {"id", "pr_gene_id", "pr_gene_symbol", "pr_is_lm",
+                                          "pr_is_reliable", "valid_r", "valid_mae"}
 
 
 def test_cli_format_option_and_missing_landmarks_error(shared, saved_model, tmp_path):

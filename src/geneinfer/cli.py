@@ -8,11 +8,15 @@ and ``run(args) -> int``. Modules are imported only when their command runs, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
 
 from geneinfer import __version__
+from geneinfer.commands import add_output_options
 from geneinfer.errors import GeneinferError
 
 # name -> (module, one-line help)
@@ -39,6 +43,7 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, ob
     modules: dict[str, object] = {}
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        add_output_options(p)
         if name == chosen:
             module = importlib.import_module(module_name)
             module.add_arguments(p)  # type: ignore[attr-defined]
@@ -51,17 +56,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser, modules = build_parser(argv)
         args = parser.parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
         if not args.command:
             parser.print_help()
             return 2
-        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+        quiet = bool(getattr(args, "quiet", False))
+        # one switch for every command: args.progress is what commands read
+        args.progress = not (quiet or getattr(args, "no_progress", False))
+        with _messages(quiet=quiet, verbose=args.verbose):
+            return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except GeneinferError as exc:
         print(f"geneinfer: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geneinfer: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _messages(*, quiet: bool, verbose: bool) -> Iterator[None]:
+    """geneinfer's log level (errors only with ``--quiet``) and Python warnings for one
+    command, restored afterwards (main() may run inside a larger program or a test)."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("geneinfer")
+    before = logger.level
+    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(before)

@@ -49,7 +49,10 @@ def test_gct_text_input_and_h5ad_output(shared, model, tmp_path):
     predict_file(model, shared / L1000_GCT, out, block_size=50, progress=False)
     ad = anndata.read_h5ad(out)
     d = read_l1000(shared)
-    assert list(ad.var_names) == model.target_ids
+    # scanpy looks genes up by symbol: var_names are the symbols, the ids stay in var
+    assert [str(i) for i in ad.var["pr_gene_id"]] == model.target_ids
+    assert list(ad.var_names) == list(model.target_symbols)
+    assert ad.var_names.is_unique and set(ad.var["pr_is_lm"]) == {0}
     assert list(ad.obs_names) == d["sample_ids"]
     assert (ad.obs["pert_iname"] == "DMSO").sum() > 0
     np.testing.assert_allclose(ad.X, model.predict_log2(read_l1000_gct(shared)),

@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if args.orientation and out_fmt in ("tsv", "csv"):
         write_opts["orientation"] = args.orientation
     io.write(data, args.output, format=out_fmt, **write_opts)
-    print(summary(data, args.output))
+    if not args.quiet:
+        print(summary(data, args.output))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geneinfer.commands import add_output_options
 from geneinfer.public_data import (
     default_cache_dir,
     fetch,
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("name", help="data source name (see `geneinfer data list`)")
         p.add_argument("--accession", default=None,
                        help="accession for parametrised sources, e.g. GSE781, GPL96, E-MTAB-3732")
-    p_fetch.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_output_options(p_fetch, nested=True)
 
 
 def _status(name: str, data_dir: Path | None, cache_dir: Path | None) -> str:
@@ -62,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
         print(path)
         return 0
     path = fetch(args.name, accession=args.accession, data_dir=args.data_dir,
-                 cache_dir=args.cache_dir, progress=not args.no_progress)
+                 cache_dir=args.cache_dir, progress=args.progress)
     print(path)
     return 0

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     args.config = "demo"
     rc = study.run(args)
-    print("\nThe two studies are bladder and kidney tissue with 17-57 arrays each, so inference "
-          "across them is hard; D-GEX trained on ~88,000 GEO profiles. Train on your own "
-          "compendium with `geneinfer train`.")
+    if not args.quiet:
+        print("\nThe two studies are bladder and kidney tissue with 17-57 arrays each, so "
+              "inference across them is hard; D-GEX trained on ~88,000 GEO profiles. Train on "
+              "your own compendium with `geneinfer train`.")
     return rc

@@ -44,8 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-r", type=float, default=None, metavar="R",
                         help="keep only genes whose validation correlation is at least R "
                              "(LINCS-style 'best inferred genes')")
+    parser.add_argument("--reliable-r", type=float, default=None, metavar="R",
+                        help="pr_is_reliable marks genes whose validation r is at least R "
+                             "(default: --min-r, else 0.3)")
     parser.add_argument("--with-reliability", action="store_true",
                         help="add valid_r and valid_mae to the gene metadata")
+    parser.add_argument("--include-landmarks", action="store_true",
+                        help="write the landmarks the model used (measured, log2) and the "
+                             "inferred genes in one file, as CMap's full profiles (pr_is_lm "
+                             "tells them apart)")
+    parser.add_argument("--var-names", choices=("symbol", "id"), default="symbol",
+                        help="h5ad output: gene symbols (unique, for scanpy) or gene ids as "
+                             "var_names; the other is kept in var (default: %(default)s)")
     parser.add_argument("--center-landmarks", action="store_true",
                         help="per-study centering: move the input's mean landmark profile onto "
                              "the training mean first (the input file is one study; outputs are "
@@ -62,8 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="data folder of public gene tables (Ensembl ids, symbols); "
                              "default: $GENEINFER_DATA_DIR")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar or messages")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,15 +82,20 @@ def run(args: argparse.Namespace) -> int:
     options = PlanOptions(
         block_size=args.block_size, batch_size=args.batch_size,
         missing_landmarks=args.missing_landmarks, min_r=args.min_r,
-        with_reliability=args.with_reliability, scale=args.scale, data_dir=args.data_dir,
+        reliable_r=args.reliable_r, with_reliability=args.with_reliability,
+        include_landmarks=args.include_landmarks, var_names=args.var_names,
+        scale=args.scale, data_dir=args.data_dir,
     )
     result = predict_file(model, args.input, args.output, options=options,
                           output_format=args.output_format, progress=args.progress,
                           workers=args.workers, threads=args.threads)
-    if args.progress and result.n_samples:
-        rate = result.n_samples / result.seconds if result.seconds else float("nan")
+    if not args.quiet and result.n_samples:
+        resumed = (f", {result.n_samples - result.n_predicted} resumed"
+                   if result.n_predicted < result.n_samples else "")
         print(f"geneinfer: wrote {result.n_samples} profiles x {result.n_genes} genes to "
-              f"{result.output} in {result.seconds:.1f} s ({rate:,.0f} profiles/s)")
+              f"{result.output}: predicted {result.n_predicted} in "
+              f"{result.predict_seconds:.1f} s ({result.rate:,.0f} profiles/s{resumed}); "
+              f"{result.seconds:.1f} s in all")
     return 0
 
 
@@ -100,7 +113,7 @@ def _calibrated_model(args: argparse.Namespace) -> CalibratedModel:
             model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
             landmark_shift=shift,
         )
-        if args.progress:
+        if not args.quiet:
             print(f"geneinfer: calibration from {profiles.n_samples} profiles of "
                   f"{args.calibrate}: per-gene offset{'/scale' if args.calibrate_scale else ''} "
                   f"for {n_genes} of {len(model.target_ids)} target genes")

@@ -42,7 +42,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true",
         help="small settings for a smoke test: each model's quick_params and a target subset",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def config_path(name: str) -> Path:
@@ -55,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / (
         cfg.name + ("-quick" if args.quick else ""))
     study = Study(cfg, out_dir=out, quick=args.quick, resume=args.resume,
-                  progress=not args.no_progress)
+                  progress=args.progress)
     result = study.prepare().run()
+    if args.quiet:
+        return 0
     print(format_table(result["metrics"], baseline=cfg.evaluate["baseline"]))
     print(f"\nresults: {out}  (report: {result['report']}; {result['elapsed']:.1f} s, "
           f"{result['skipped']} units reused)")

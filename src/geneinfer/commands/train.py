@@ -82,7 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints for resuming torch training (default: .MODEL.checkpoints next to "
         "--out, removed after a successful run)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         quantile=not args.no_quantile,
         device=args.device,
         checkpoint_dir=ckpt,
-        progress=not args.quiet,
+        progress=args.progress,
     )
     if not _is_main_process():
         return 0  # under torchrun every rank trains; rank 0 alone writes the model

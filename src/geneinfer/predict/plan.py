@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from geneinfer import __version__
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
 from geneinfer.genes import GeneIdMap
 from geneinfer.io import BlockReader
@@ -43,7 +45,12 @@ logger = logging.getLogger(__name__)
 #: is 182 MB; a whole 10,000-sample block would be 890 MB)
 DEFAULT_BATCH = 2048
 #: bump when the output layout changes, so old partial files are not resumed
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
+#: validation r from which ``pr_is_reliable`` marks an inferred gene (unless set)
+DEFAULT_RELIABLE_R = 0.3
+#: the ``values`` column-metadata of outputs (read back as log2 by geneinfer.io)
+INFERRED_VALUES = "log2 (inferred by geneinfer)"
+WITH_LANDMARKS_VALUES = "log2 (measured landmarks and genes inferred by geneinfer)"
 
 
 def say(message: str, *, progress: bool) -> None:
@@ -190,8 +197,18 @@ class PlanOptions:
         ``"error"`` or ``"impute"`` (absent landmarks and missing values).
     min_r
         Keep only target genes whose validation r is at least this.
+    reliable_r
+        ``pr_is_reliable`` marks target genes whose validation r is at least this (default:
+        ``min_r`` when given, else :data:`DEFAULT_RELIABLE_R`).
     with_reliability
         Add ``valid_r`` and ``valid_mae`` to the output's gene metadata.
+    include_landmarks
+        Write the landmark profiles the model used (measured, log2; absent ones imputed) and
+        the inferred genes in one file, as CMap's full profiles (``pr_is_lm`` tells them
+        apart; landmarks first).
+    var_names
+        h5ad outputs: ``"symbol"`` (unique gene symbols as ``var_names``, the ids in
+        ``var["pr_gene_id"]``, as scanpy expects) or ``"id"``.
     fmt
         Output format.
     scale, annotation, data_dir
@@ -202,17 +219,28 @@ class PlanOptions:
     batch_size: int | None = None
     missing_landmarks: str = "error"
     min_r: float | None = None
+    reliable_r: float | None = None
     with_reliability: bool = False
+    include_landmarks: bool = False
+    var_names: str = "symbol"
     fmt: str = "gctx"
     scale: str | None = None
     annotation: Any = None
     data_dir: str | None = None
 
+    @property
+    def reliability_threshold(self) -> float:
+        if self.reliable_r is not None:
+            return float(self.reliable_r)
+        return float(self.min_r) if self.min_r is not None else DEFAULT_RELIABLE_R
+
     def fingerprint(self) -> dict[str, Any]:
         """What of these options changes the output's bytes (for resuming)."""
         ann = self.annotation
         return {"block_size": self.block_size, "missing_landmarks": self.missing_landmarks,
-                "min_r": self.min_r, "with_reliability": self.with_reliability,
+                "min_r": self.min_r, "reliable_r": self.reliability_threshold,
+                "with_reliability": self.with_reliability,
+                "include_landmarks": self.include_landmarks, "var_names": self.var_names,
                 "format": self.fmt, "scale": self.scale,
                 "annotation": ann if isinstance(ann, (str, type(None))) else "table",
                 "data_dir": self.data_dir}
@@ -230,6 +258,8 @@ class Plan:
     block_size: int
     batch_size: int
     fingerprint: str
+    include_landmarks: bool = False
+    var_names: str = "symbol"
     n_imputed: int = 0
 
     @property
@@ -267,7 +297,8 @@ class Plan:
                 f"model returned shape {Y.shape} for {X.shape[0]} samples, expected "
                 f"({X.shape[0]}, {len(self.pred.target_ids)})"
             )
-        return Y if self.target_idx is None else Y[:, self.target_idx]
+        Y = Y if self.target_idx is None else Y[:, self.target_idx]
+        return np.hstack([X, Y]) if self.include_landmarks else Y
 
     def batches(self, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
         """``(s, e, predictions)`` for the sub-batches of samples start..stop."""
@@ -294,15 +325,39 @@ def _select_targets(pred: Predictor, min_r: float | None, progress: bool) -> np.
     return keep
 
 
-def _gene_table(pred: Predictor, idx: np.ndarray | None, with_reliability: bool) -> pd.DataFrame:
-    ids = pd.Index(pred.target_ids, name="gene_id")
-    table = pd.DataFrame({"pr_gene_symbol": pred.target_symbols}, index=ids)
-    if with_reliability:
-        gm = pred.gene_metrics if pred.gene_metrics is not None else pd.DataFrame(index=ids)
+def _gene_table(pred: Predictor, idx: np.ndarray | None, options: PlanOptions) -> pd.DataFrame:
+    """Row metadata of the output, in CMap's names: ``pr_gene_id``, ``pr_gene_symbol``,
+    ``pr_is_lm``, ``pr_is_reliable`` (and ``valid_r``/``valid_mae`` when asked)."""
+    gm = pred.gene_metrics if pred.gene_metrics is not None else pd.DataFrame()
+    ids = pd.Index(pred.target_ids)
+    r = (gm["valid_r"].reindex(ids) if "valid_r" in gm else pd.Series(np.nan, index=ids))
+    targets = pd.DataFrame({
+        "pr_gene_symbol": pred.target_symbols,
+        "pr_is_lm": np.zeros(len(ids), dtype=np.int64),
+        "pr_is_reliable": (r.to_numpy(dtype=float) >= options.reliability_threshold
+                           ).astype(np.int64),
+    }, index=ids)
+    if options.with_reliability:
         for col in ("valid_r", "valid_mae"):
             values = gm[col].reindex(ids) if col in gm else pd.Series(np.nan, index=ids)
-            table[col] = values.to_numpy(dtype=np.float64)
-    return table if idx is None else table.iloc[idx]
+            targets[col] = values.to_numpy(dtype=np.float64)
+    if idx is not None:
+        targets = targets.iloc[idx]
+    table = targets
+    if options.include_landmarks:
+        landmarks = pd.DataFrame({"pr_gene_symbol": pred.landmark_symbols, "pr_is_lm": 1,
+                                  "pr_is_reliable": 1}, index=pd.Index(pred.landmark_ids))
+        table = pd.concat([landmarks, targets])
+    table.insert(0, "pr_gene_id", _id_column(table.index))
+    table.index.name = "gene_id"
+    return table
+
+
+def _id_column(ids: pd.Index) -> np.ndarray:
+    """Gene ids as CMap stores ``pr_gene_id``: integers when they are Entrez ids."""
+    texts = ids.astype(str)
+    return texts.astype(np.int64).to_numpy() if texts.str.fullmatch(r"\d+").all() \
+        else np.asarray(texts, dtype=object)
 
 
 def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
@@ -312,6 +367,8 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
     if options.block_size < 1:
         raise ConfigError(f"block size must be a positive number of samples, got "
                           f"{options.block_size}")
+    if options.var_names not in ("symbol", "id"):
+        raise ConfigError(f"var_names must be 'symbol' or 'id', not {options.var_names!r}")
     if source.n_samples == 0:
         raise InputFormatError(source.source, "no samples", expected="at least one profile")
     harmonizer = Harmonizer.for_reader(source, scale=options.scale,
@@ -320,18 +377,18 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
     inputs = LandmarkInputs.plan(harmonizer, pred.landmark_ids,
                                  landmark_symbols=pred.landmark_symbols,
                                  means=pred.landmark_means, missing=options.missing_landmarks)
-    if harmonizer.changes_input:  # converted or re-keyed, as training does: say so once
-        say(harmonizer.report.summary(), progress=progress)
+    harmonizer.announce()  # converted or re-keyed: said once, as training says it
     if inputs.n_absent:
         say(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
             f"{source.source}; imputed from training means", progress=progress)
     target_idx = _select_targets(pred, options.min_r, progress)
-    table = _gene_table(pred, target_idx, options.with_reliability)
+    table = _gene_table(pred, target_idx, options)
     fp = {"layout": LAYOUT_VERSION, "input": source.fingerprint(), "model": pred.checksum,
           "options": options.fingerprint()}
     fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     return Plan(source, pred, inputs, target_idx, table, options.block_size,
-                min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint)
+                min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint,
+                options.include_landmarks, options.var_names)
 
 
 # ---------------------------------------------------------------------- running blocks
@@ -346,6 +403,15 @@ class PredictResult:
     n_imputed_landmarks: int = 0
     resumed_blocks: int = 0
     seconds: float = 0.0
+    #: profiles predicted by this run (resumed blocks excluded) and the time that took
+    #: (reading, predicting, writing; not loading the model or planning)
+    n_predicted: int = 0
+    predict_seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Profiles per second while predicting (what the progress bar shows)."""
+        return self.n_predicted / self.predict_seconds if self.predict_seconds else float("nan")
 
 
 def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set[int]:
@@ -362,16 +428,73 @@ def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set
         say(f"{part} is unfinished output of a different input, model or options (or is "
             "damaged); starting over", progress=progress)
     resume.remove_partial(output)
-    columns = plan.source.sample_columns()
-    if fmt == "gctx" and "values" not in {name for name, _ in columns}:
-        # the project's GCT/GCTX convention for the scale (read back by geneinfer.io)
-        n = plan.n_samples
-        columns.append(("values", lambda: np.full(n, b"log2", dtype="S4")))
     create_matrix_file(
-        part, fmt=fmt, gene_table=plan.gene_table, sample_ids=plan.source.sample_ids(),
-        sample_columns=columns, attrs=resume.partial_attrs(plan.fingerprint),
+        part, fmt=fmt, gene_table=output_gene_table(plan, fmt),
+        sample_ids=plan.source.sample_ids(), sample_columns=output_sample_columns(plan),
+        attrs={**resume.partial_attrs(plan.fingerprint), **provenance_attrs(plan)},
+        uns={"geneinfer": provenance(plan)},
     )
     return set()
+
+
+def output_values(plan: Plan) -> str:
+    """The output's ``values`` text: what its numbers are (read back as the scale)."""
+    return WITH_LANDMARKS_VALUES if plan.include_landmarks else INFERRED_VALUES
+
+
+def output_sample_columns(plan: Plan) -> list[tuple[str, Any]]:
+    """The input's sample metadata, with ``values`` saying what the output holds (the
+    project's GCT/GCTX convention for the scale, read back by geneinfer.io)."""
+    n = plan.n_samples
+    text = output_values(plan).encode()
+    columns = [(name, get) for name, get in plan.source.sample_columns() if name != "values"]
+    return [*columns, ("values", lambda: np.full(n, text, dtype=f"S{len(text)}"))]
+
+
+def output_gene_table(plan: Plan, fmt: str) -> pd.DataFrame:
+    """The gene table as written: h5ad outputs get unique symbols as ``var_names`` (what
+    scanpy looks genes up by) unless ``var_names="id"``."""
+    if fmt != "h5ad" or plan.var_names == "id":
+        return plan.gene_table
+    return plan.gene_table.set_axis(unique_names(plan.gene_table["pr_gene_symbol"],
+                                                 plan.gene_table.index))
+
+
+def unique_names(symbols: pd.Series, ids: pd.Index) -> pd.Index:
+    """Symbols (the id where unknown), repeated ones suffixed ``-1``, ``-2`` as anndata's
+    ``var_names_make_unique`` does."""
+    names = [str(s) if isinstance(s, str) and s and s.lower() != "nan" else str(i)
+             for s, i in zip(symbols, ids)]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        k = seen.get(name, 0)
+        out.append(name if k == 0 else f"{name}-{k}")
+        seen[name] = k + 1
+    return pd.Index(out, name="gene_symbol")
+
+
+def provenance(plan: Plan) -> dict[str, Any]:
+    """What made the output: geneinfer version, model kind and training summary."""
+    model = plan.pred.model
+    info = getattr(model, "info", {}) or {}
+    return {
+        "geneinfer_version": __version__,
+        "values": output_values(plan),
+        "scale": "log2",
+        "gene_id_kind": plan.pred.gene_id_kind,
+        "model": str(getattr(model, "kind", info.get("model", "")) or ""),
+        "model_checksum": plan.pred.checksum,
+        "training": {k: info[k] for k in ("training_files", "n_train_samples", "panel",
+                                          "valid_r_median", "created") if k in info},
+        "input": plan.source.source,
+        "n_imputed_landmarks": plan.inputs.n_absent,
+    }
+
+
+def provenance_attrs(plan: Plan) -> dict[str, str]:
+    """:func:`provenance` as HDF5 root attributes of a GCTX (one JSON text)."""
+    return {"geneinfer_provenance": json.dumps(provenance(plan), default=str)}
 
 
 def run_blocks(
@@ -431,8 +554,8 @@ def run_blocks(
         log.close()
 
 
-def finish_output(plan: Plan, output: Path, done_before: set[int], seconds: float, *,
-                  progress: bool) -> PredictResult:
+def finish_output(plan: Plan, output: Path, done_before: set[int], *, t0: float,
+                  t_predict: float, progress: bool) -> PredictResult:
     """Check every block is recorded, then move ``OUT.partial`` to ``OUT``."""
     missing = set(range(plan.n_blocks)) - resume.ProgressLog.finished_blocks(output,
                                                                               plan.fingerprint)
@@ -445,5 +568,8 @@ def finish_output(plan: Plan, output: Path, done_before: set[int], seconds: floa
     if plan.n_imputed:
         say(f"{plan.n_imputed} missing landmark values imputed from training means",
             progress=progress)
+    now = time.perf_counter()
+    n_before = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in done_before)
     return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
-                         plan.inputs.n_absent, len(done_before), seconds)
+                         plan.inputs.n_absent, len(done_before), now - t0,
+                         plan.n_samples - n_before, now - t_predict)

@@ -263,13 +263,14 @@ def run_torchrun(
             done = resume.ProgressLog.finished_blocks(output, plan.fingerprint)
             mine = [b for b in shard(range(plan.n_blocks), world, rank) if b not in done]
             n_mine = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in mine)
+            t_predict = time.perf_counter()
             with progress_bar(n_mine, enabled=progress and lead,
                               desc=f"predict rank 0/{world}") as bar:
                 run_blocks(plan, output, options.fmt, mine, rank=rank, bar=bar)
             if not sync.barrier() and lead:
                 _wait_for_blocks(output, plan)
             if lead:
-                return finish_output(plan, output, done_before, time.perf_counter() - t0,
+                return finish_output(plan, output, done_before, t0=t0, t_predict=t_predict,
                                      progress=progress)
             return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed)
     finally:

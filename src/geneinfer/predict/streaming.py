@@ -32,6 +32,7 @@ from geneinfer.predict.plan import (
     as_predictor,
     finish_output,
     make_plan,
+    output_values,
     prepare_output,
     progress_bar,
     run_blocks,
@@ -119,6 +120,7 @@ def _predict_here(model: Any, input_path: Any, output: Path, options: PlanOption
         done = prepare_output(plan, output, options.fmt, progress=progress)
         todo = [b for b in range(plan.n_blocks) if b not in done]
         n_done = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in done)
+        t_predict = time.perf_counter()
         try:
             if workers > 1 and len(todo) > 1:
                 run_workers(plan, pred, input_path, output, options, todo=todo,
@@ -131,7 +133,7 @@ def _predict_here(model: Any, input_path: Any, output: Path, options: PlanOption
             # bad input values: rerunning cannot resume past them, so leave nothing behind
             resume.remove_partial(output)
             raise
-        return finish_output(plan, output, done, time.perf_counter() - t0, progress=progress)
+        return finish_output(plan, output, done, t0=t0, t_predict=t_predict, progress=progress)
 
 
 def _predict_to_memory_format(plan: Plan, output: Path, fmt: str, *, progress: bool,
@@ -142,10 +144,12 @@ def _predict_to_memory_format(plan: Plan, output: Path, fmt: str, *, progress: b
             f"{output}: {plan.n_samples} x {len(plan.gene_table)} predictions are too large "
             f"for {fmt} ({n_bytes / 1e9:.1f} GB in memory); write .gctx or .h5ad instead"
         )
+    t_predict = time.perf_counter()
     data = plan_predictions(plan, progress=progress)
     write(data, output, format=fmt)
+    now = time.perf_counter()
     return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
-                         plan.inputs.n_absent, 0, time.perf_counter() - t0)
+                         plan.inputs.n_absent, 0, now - t0, plan.n_samples, now - t_predict)
 
 
 def plan_predictions(plan: Plan, *, progress: bool = False) -> ExpressionData:
@@ -155,8 +159,11 @@ def plan_predictions(plan: Plan, *, progress: bool = False) -> ExpressionData:
         for s, e, block in plan.batches(0, plan.n_samples):
             Y[s:e] = block
             bar.update(e - s)
-    genes = plan.gene_table.rename(columns={"pr_gene_symbol": "symbol"})
-    samples = plan.source.samples()
+    genes = plan.gene_table.copy()
+    # what readers derive from pr_gene_symbol; writers leave it out again
+    genes["symbol"] = genes["pr_gene_symbol"]
+    samples = plan.source.samples().copy()
+    samples["values"] = output_values(plan)
     return ExpressionData(values=Y, gene_ids=plan.gene_table.index, sample_ids=samples.index,
                           genes=genes, samples=samples, scale="log2",
                           gene_id_kind=plan.pred.gene_id_kind, source=plan.source.source)

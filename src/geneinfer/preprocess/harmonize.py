@@ -27,6 +27,7 @@ when asked to.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from geneinfer.genes.matching import GeneMatch, match_genes
 from geneinfer.io import BlockReader
 from geneinfer.preprocess.rnaseq import counts_to_cpm
 from geneinfer.scales import DETECTION_ROWS, ResolvedScale, resolve_scale
+
+logger = logging.getLogger(__name__)
 
 #: Linear intensities are clipped at this value before log2 (MAS5 values below 1 are noise;
 #: the floor keeps zeros finite).
@@ -161,6 +164,12 @@ class Harmonizer:
         """Whether values are converted or genes re-keyed (worth telling the user)."""
         return self.scale.scale != "log2" or not self.mapping.is_identity
 
+    def announce(self) -> None:
+        """Say once (a warning, hidden only by ``--quiet``) when the input is converted or
+        re-keyed: train and predict tell the user the same way."""
+        if self.changes_input:
+            logger.warning("%s", self.report.summary())
+
     @property
     def report(self) -> HarmonizeReport:
         return HarmonizeReport(self.source, self.scale, _CONVERSIONS[self.scale.scale],
@@ -226,6 +235,7 @@ def harmonize(
         head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
         id_map=id_map, known=known, data_dir=data_dir, to=to, source=data.source,
     )
+    harmonizer.announce()
     return harmonizer.to_data(data), harmonizer.report
 
 
