@@ -78,7 +78,7 @@ def test_every_readme_block_runs(tmp_path, monkeypatch):
             continue
         where = f"README.md block at line {block.line}"
         if block.lang == "python":
-            exec(compile(block.code, where, "exec"), namespace)  # noqa: S102
+            exec(compile(block.code, where, "exec"), namespace)
         else:
             run = subprocess.run(["bash", "-euo", "pipefail", "-c", block.code], cwd=tmp_path,
                                  env=env, capture_output=True, text=True, timeout=900)

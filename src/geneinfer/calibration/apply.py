@@ -4,10 +4,13 @@ Across studies and platforms most of the inference error is a fixed per-gene off
 remedies are offered around any :class:`~geneinfer.models.bundle.InferenceModel`:
 
 * **Per-study centering of landmarks** (within-study analysis): the input file is taken as
-  one study; its mean landmark profile is moved onto the training mean before prediction, so
-  the model sees the study's samples relative to their own average, on the training footing.
-  Predicted values are then meaningful relative to each other (differences between samples of
-  the study), not as absolute levels.
+  one study; its mean model input (the landmarks after the saved quantile normalisation and
+  standardisation) is moved onto the training mean, so the model sees the study's samples
+  relative to their own average, on the training footing. The shift is applied where it is a
+  per-gene constant (in the model's input space, not to log2 values before the per-sample
+  quantile normalisation, which would reorder genes within samples), so a linear model's
+  within-study correlations are unchanged. Predicted values are then meaningful relative to
+  each other (differences between samples of the study), not as absolute levels.
 * **Per-gene offset/scale** learned from a few samples of the new platform that have full
   profiles (landmarks and targets measured), with empirical-Bayes shrinkage toward no change
   (:class:`~geneinfer.calibration.OffsetScaleCalibrator`). Outputs are then on the new
@@ -54,8 +57,8 @@ class CalibratedModel:
     model
         An :class:`~geneinfer.models.bundle.InferenceModel` (or anything with
         ``predict_log2`` and the gene-id attributes).
-    landmark_shift
-        ``(n_landmarks,)`` log2 shift added to every input profile (see
+    input_shift
+        ``(n_landmarks,)`` shift added to every profile's model inputs (see
         :func:`centering_shift`).
     calibrator
         A fitted :class:`OffsetScaleCalibrator` over all of the model's targets.
@@ -65,12 +68,12 @@ class CalibratedModel:
         self,
         model: Any,
         *,
-        landmark_shift: np.ndarray | None = None,
+        input_shift: np.ndarray | None = None,
         calibrator: OffsetScaleCalibrator | None = None,
     ) -> None:
         self.model = model
-        self.landmark_shift = (
-            None if landmark_shift is None else np.asarray(landmark_shift, dtype=np.float32)
+        self.input_shift = (
+            None if input_shift is None else np.asarray(input_shift, dtype=np.float32)
         )
         self.calibrator = calibrator
         for name in _DELEGATED:
@@ -78,9 +81,8 @@ class CalibratedModel:
 
     def predict_log2(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        if self.landmark_shift is not None:
-            X = X + self.landmark_shift[None, :]
-        Y = self.model.predict_log2(X)
+        Y = (self.model.predict_log2(X) if self.input_shift is None
+             else self.model.predict_log2(X, input_shift=self.input_shift))
         if self.calibrator is not None:
             Y = self.calibrator.transform(Y)
         return np.asarray(Y, dtype=np.float32)
@@ -89,13 +91,14 @@ class CalibratedModel:
 def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionData, *,
                     block_size: int = 10000, data_dir: str | os.PathLike[str] | None = None
                     ) -> np.ndarray:
-    """Training landmark means minus the input's landmark means (log2), per landmark.
+    """Per landmark, the training mean of the model inputs minus the input study's mean
+    (:meth:`~geneinfer.models.bundle.InferenceModel.model_inputs`: after the saved
+    preprocessing). Pass it to :class:`CalibratedModel` as ``input_shift``.
 
     The input is read in blocks (flat memory) and harmonised like any prediction input;
-    landmarks absent from the input, or with no observed value, get a shift of 0.
+    landmarks absent from the input are imputed with the training means (and so barely move).
     """
-    means = getattr(model, "landmark_means", None)
-    if means is None:
+    if getattr(model, "landmark_means", None) is None:
         raise GeneinferError(
             "this model has no training landmark means; retrain it with this geneinfer "
             "version to use --center-landmarks"
@@ -105,24 +108,20 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
     with open_blocks(input_path) as reader:
         harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir, known=model.known_genes(),
                                            to=getattr(model, "gene_id_kind", "entrez"))
-        inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=means,
+        inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=model.landmark_means,
                                      missing="impute")
         for start in range(0, reader.n_samples, block_size):
             stop = min(start + block_size, reader.n_samples)
-            raw = reader.read(start, stop, inputs.read_cols)
-            values = harmonizer.transform(raw, outputs=inputs.outputs, columns=inputs.read_cols,
-                                          sample_ids=reader.sample_ids()[start:stop])
-            X = inputs.match.place(values).astype(np.float64)
-            total += np.nansum(X, axis=0)
-            count += np.sum(np.isfinite(X), axis=0)
-    observed = count > 0
-    shift = np.zeros(n_land, dtype=np.float32)
-    shift[observed] = np.asarray(means, dtype=np.float64)[observed] - total[observed] / count[
-        observed]
-    logger.info("centering: median |shift| %.3f log2 over %d landmarks",
-                float(np.median(np.abs(shift[observed]))) if observed.any() else 0.0,
-                int(observed.sum()))
-    return shift
+            X, _ = inputs.landmarks(reader.read(start, stop, inputs.read_cols),
+                                    sample_ids=reader.sample_ids()[start:stop],
+                                    where=f"samples {start}..{stop}")
+            Z = np.asarray(model.model_inputs(X), dtype=np.float64)
+            total += Z.sum(axis=0)
+            count += len(Z)
+    shift = (np.asarray(model.model_input_means(), dtype=np.float64) - total / count)
+    logger.info("centering: median |shift| %.3f over %d landmarks (model input scale)",
+                float(np.median(np.abs(shift))), n_land)
+    return shift.astype(np.float32)
 
 
 def fit_offset_calibrator(
@@ -131,7 +130,7 @@ def fit_offset_calibrator(
     *,
     scale: bool = False,
     data_dir: str | os.PathLike[str] | None = None,
-    landmark_shift: np.ndarray | None = None,
+    input_shift: np.ndarray | None = None,
 ) -> tuple[OffsetScaleCalibrator, int]:
     """Learn a per-gene offset (and slope with ``scale``) from full profiles of a new platform.
 
@@ -145,9 +144,9 @@ def fit_offset_calibrator(
     landmarks = match_genes(model.landmark_ids, genes.gene_ids)
     X = landmarks.take(genes.values, fill=np.asarray(model.landmark_means, dtype=np.float32))
     X = np.where(np.isnan(X), np.asarray(model.landmark_means)[None, :], X)
-    if landmark_shift is not None:
-        X = X + landmark_shift[None, :]
-    pred = np.asarray(model.predict_log2(X.astype(np.float32)), dtype=np.float64)
+    X = X.astype(np.float32)
+    pred = np.asarray(model.predict_log2(X) if input_shift is None
+                      else model.predict_log2(X, input_shift=input_shift), dtype=np.float64)
     targets = match_genes(model.target_ids, genes.gene_ids)
     if not targets.present.any():
         raise GeneinferError(

@@ -57,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="h5ad output: gene symbols (unique, for scanpy) or gene ids as "
                              "var_names; the other is kept in var (default: %(default)s)")
     parser.add_argument("--center-landmarks", action="store_true",
-                        help="per-study centering: move the input's mean landmark profile onto "
-                             "the training mean first (the input file is one study; outputs are "
-                             "then for comparing samples within it)")
+                        help="per-study centering: move the input's mean model input (landmarks "
+                             "after the saved normalisation) onto the training mean (the input "
+                             "file is one study; outputs are then for comparing samples within "
+                             "it; a linear model's within-study correlations are unchanged)")
     parser.add_argument("--calibrate", metavar="FILE", default=None,
                         help="full profiles (landmarks + targets) of a few samples of the new "
                              "study/platform: learn a per-gene offset from them, shrunk toward "
@@ -111,10 +112,10 @@ def _calibrated_model(args: argparse.Namespace) -> CalibratedModel:
         profiles = read(args.calibrate)
         calibrator, n_genes = fit_offset_calibrator(
             model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
-            landmark_shift=shift,
+            input_shift=shift,
         )
         if not args.quiet:
             print(f"geneinfer: calibration from {profiles.n_samples} profiles of "
                   f"{args.calibrate}: per-gene offset{'/scale' if args.calibrate_scale else ''} "
                   f"for {n_genes} of {len(model.target_ids)} target genes")
-    return CalibratedModel(model, landmark_shift=shift, calibrator=calibrator)
+    return CalibratedModel(model, input_shift=shift, calibrator=calibrator)

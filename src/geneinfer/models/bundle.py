@@ -348,13 +348,34 @@ class InferenceModel(RegressorMixin, BaseEstimator):
         )
 
     # ------------------------------------------------------------------ prediction
-    def predict_log2(self, X_landmarks_log2: np.ndarray) -> np.ndarray:
+    def model_inputs(self, X_landmarks_log2: np.ndarray) -> np.ndarray:
+        """What the estimator sees: log2 landmarks after the saved preprocessing (quantile
+        normalisation onto the training reference, standardisation)."""
+        X = np.asarray(X_landmarks_log2, dtype=np.float32)
+        return X if self.preprocessor is None else self.preprocessor.transform_landmarks(X)
+
+    def model_input_means(self) -> np.ndarray:
+        """The training mean of :meth:`model_inputs` per landmark: 0 when standardised; the
+        log2 training means otherwise (exact without quantile normalisation, close with)."""
+        if self.preprocessor is not None and self.preprocessor.standardize:
+            return np.zeros(self.n_landmarks, dtype=np.float32)
+        if self.landmark_means is None:
+            raise GeneinferError("this model has no training landmark means; retrain it with "
+                                 "this geneinfer version")
+        return np.asarray(self.landmark_means, dtype=np.float32)
+
+    def predict_log2(self, X_landmarks_log2: np.ndarray, *,
+                     input_shift: np.ndarray | None = None) -> np.ndarray:
         """Targets (log2) from landmark profiles (log2), columns in ``target_ids`` order.
 
         Parameters
         ----------
         X_landmarks_log2
             ``(n_samples, n_landmarks)`` log2 expression in ``landmark_ids`` order.
+        input_shift
+            ``(n_landmarks,)`` added to the :meth:`model_inputs` (per-study centering,
+            :func:`geneinfer.calibration.centering_shift`): a per-gene constant where the
+            model sees it, so a linear model's outputs move by a per-gene constant only.
 
         Returns
         -------
@@ -370,9 +391,9 @@ class InferenceModel(RegressorMixin, BaseEstimator):
         ok = ~np.isnan(X).any(axis=1)
         if not ok.any():
             return out
-        Xok = X[ok] if not ok.all() else X
-        if self.preprocessor is not None:
-            Xok = self.preprocessor.transform_landmarks(Xok)
+        Xok = self.model_inputs(X[ok] if not ok.all() else X)
+        if input_shift is not None:
+            Xok = Xok + np.asarray(input_shift, dtype=np.float32)[None, :]
         Y = np.asarray(self.estimator.predict(Xok), dtype=np.float32)
         if self.preprocessor is not None:
             Y = np.asarray(self.preprocessor.inverse_transform_targets(Y), dtype=np.float32)
