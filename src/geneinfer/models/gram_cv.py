@@ -1,0 +1,210 @@
+"""Study-aware cross-validation of the Gram-based models from sums kept per group.
+
+One pass over the data accumulates
+
+* the sums of all rows and all targets (:class:`~geneinfer.models.gram.GramStats`), for the
+  final fit on every training row, and
+* per group, the same sums for a subset of the targets (the genes the cross-validation
+  curve is scored on, see :func:`geneinfer.models.selection.score_gene_subset`).
+
+A fold's training statistics are then the subset total minus its held-out groups' sums
+(``GramStats -=``), and each held-out group's own centred moments give its score without
+forming a prediction: with ``p = b'x``, the within-group ``cov(y, p) = b'c_xy,g``,
+``var(p) = b'C_xx,g b`` and ``var(y) = c_yy,g`` (centring within the group is what makes the
+score blind to study offsets). See :mod:`geneinfer.models.selection` for the folds and score.
+
+Where the rows of a group are contiguous (studies concatenated, the usual layout), each run
+of a group's rows is one block product whose columns are added to the total and, sliced, to
+the group: the per-group sums cost no extra products. Interleaved groups fall back to the
+block product plus a product of each group's gathered rows and subset columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from geneinfer.models.gram import (
+    CenteredGram,
+    GramStats,
+    Precision,
+    blas_threads,
+    default_block_rows,
+)
+from geneinfer.models.selection import GroupFolds, constant_floor, zscore_mse_from_moments
+
+#: a block whose runs of same-group rows average at least this many rows is processed one
+#: run at a time (one product per run); below, gathered per group
+MIN_RUN_ROWS = 512
+
+
+class GroupedGramStats:
+    """Sums of all rows (all targets) and per-group sums (targets ``genes``) in one pass.
+
+    Parameters
+    ----------
+    n_groups
+        Number of group codes (rows carry codes ``0..n_groups-1``).
+    genes
+        Target columns kept per group (sorted indices).
+    precision
+        Dtype of the block products (see :class:`~geneinfer.models.gram.GramStats`).
+    """
+
+    def __init__(self, n_groups: int, genes: np.ndarray, *, precision: Precision) -> None:
+        self.precision = precision
+        self.genes = np.asarray(genes, dtype=np.int64)
+        self.total = GramStats(precision=precision)
+        self.parts: list[GramStats | None] = [None] * n_groups
+        self._all_genes: bool | None = None
+        self._subset_total: GramStats | None = None
+
+    def _cols(self) -> np.ndarray | None:
+        return None if self._all_genes else self.genes
+
+    def _part(self, g: int) -> GramStats:
+        part = self.parts[g]
+        if part is None:
+            shift_y = self.total.shift_y[self.genes]
+            part = GramStats(precision=self.precision, shift_x=self.total.shift_x,
+                             shift_y=shift_y)
+            self.parts[g] = part
+        return part
+
+    def update(self, X: np.ndarray, Y: np.ndarray, codes: np.ndarray, *, where: str) -> None:
+        """Add one block; ``codes`` holds the group code of each of its rows."""
+        if X.shape[0] == 0:
+            return
+        if self._all_genes is None:
+            self._all_genes = bool(np.array_equal(self.genes, np.arange(Y.shape[1])))
+        runs = list(_runs(codes))
+        if X.shape[0] / len(runs) >= MIN_RUN_ROWS:
+            for start, stop, g in runs:
+                prod = self.total.block_products(X[start:stop], Y[start:stop], where=where)
+                self.total.add_products(prod)
+                self._part(g).add_products(prod, self._cols())
+            return
+        self.total.update(X, Y, where=where)
+        for g in np.unique(codes):
+            rows = np.flatnonzero(codes == g)
+            y_rows = Y[rows] if self._all_genes else Y[np.ix_(rows, self.genes)]
+            self._part(int(g)).update(X[rows], y_rows, where=where)
+
+    def release_workspace(self) -> None:
+        """Free the block buffers of every sum."""
+        self.total.release_workspace()
+        for part in self.parts:
+            if part is not None:
+                part.release_workspace()
+
+    # ------------------------------------------------------------------ folds
+    def subset_total(self) -> GramStats:
+        """Sums of every row for the scored targets."""
+        if self._subset_total is None:
+            total = GramStats(precision=self.precision)
+            for part in self.parts:
+                if part is not None:
+                    total += part
+            self._subset_total = total
+        return self._subset_total
+
+    def train_gram(self, held: np.ndarray) -> CenteredGram:
+        """Centred statistics (scored targets) of every row outside groups ``held``."""
+        train = self.subset_total().copy()
+        for g in held:
+            part = self.parts[int(g)]
+            if part is not None:
+                train -= part
+        return train.centered()
+
+    def group_gram(self, g: int) -> CenteredGram:
+        """Group ``g``'s statistics centred about its own means (scored targets)."""
+        part = self.parts[g]
+        if part is None:
+            raise ValueError(f"group {g} has no rows")
+        return part.centered()
+
+    def variance_floor(self) -> np.ndarray:
+        """Per-row variance of each scored target below which it counts as constant."""
+        gram = self.subset_total().centered()
+        return constant_floor(gram.cyy / max(gram.n, 1))
+
+
+def _runs(codes: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """``(start, stop, code)`` of each run of equal consecutive codes."""
+    edges = np.flatnonzero(np.diff(codes)) + 1
+    starts = np.concatenate([[0], edges])
+    stops = np.concatenate([edges, [len(codes)]])
+    for a, b in zip(starts, stops):
+        yield int(a), int(b), int(codes[a])
+
+
+def grouped_stats(
+    X: np.ndarray,
+    Y: np.ndarray,
+    folds: GroupFolds,
+    genes: np.ndarray,
+    *,
+    precision: Precision,
+    block_rows: int | None = None,
+) -> GroupedGramStats:
+    """Accumulate :class:`GroupedGramStats` of in-memory ``X``, ``Y`` in row blocks."""
+    stats = GroupedGramStats(folds.n_groups, genes, precision=precision)
+    step = block_rows or default_block_rows(Y.shape[1])
+    for start in range(0, X.shape[0], step):
+        xb, yb = X[start : start + step], Y[start : start + step]
+        stats.update(xb, yb, folds.codes[start : start + step],
+                     where=f"rows {start + 1}-{start + len(xb)}")
+    stats.release_workspace()
+    return stats
+
+
+@dataclass
+class HeldOutGroup:
+    """A held-out group's code and its own centred statistics."""
+
+    code: int
+    gram: CenteredGram
+
+
+def iter_folds(
+    stats: GroupedGramStats, folds: GroupFolds
+) -> Iterator[tuple[CenteredGram, list[HeldOutGroup]]]:
+    """Per fold: the training statistics and the held-out groups (scored targets)."""
+    for held in folds.folds:
+        groups = [HeldOutGroup(int(g), stats.group_gram(int(g))) for g in held]
+        yield stats.train_gram(held), groups
+
+
+def score_coefficients(
+    coef: np.ndarray, group: CenteredGram, floor: np.ndarray, *, precision: Precision
+) -> np.ndarray:
+    """Within-group z-scored MSE of linear predictions ``b'x`` on one held-out group.
+
+    Parameters
+    ----------
+    coef
+        (p, H, S): coefficients of H candidates for the S scored targets.
+    group
+        The group's statistics centred about its own means.
+    floor
+        (S,) per-row variance below which a target counts as constant.
+    precision
+        Dtype of the ``C_xx,g B`` product (the expensive step: p x p by p x HS).
+
+    Returns
+    -------
+    ndarray (H, S)
+        ``2 (1 - r)`` per candidate and target; NaN for targets constant in the group.
+    """
+    p, h, s = coef.shape
+    flat = coef.reshape(p, h * s)
+    dtype = np.dtype(precision)
+    with blas_threads(2.0 * p * p * h * s):
+        cb = group.cxx.astype(dtype) @ flat.astype(dtype, copy=False)
+    var_p = np.einsum("pk,pk->k", flat, cb, dtype=np.float64).reshape(h, s)
+    cov = np.einsum("phs,ps->hs", coef, group.cxy)
+    return zscore_mse_from_moments(cov, var_p, group.cyy[None, :],
+                                   floor_y=floor[None, :] * group.n)
