@@ -198,3 +198,40 @@ def test_one_group_keeps_gcv_and_a_validation_set_wins(studies):
            for a in m.alphas_]
     np.testing.assert_allclose(m.selection_["scores"], mse, rtol=1e-6)
     assert m.n_samples_seen_ == len(Xf)
+
+
+def test_grouped_fits_round_trip_with_their_selection_record(studies):
+    import json
+
+    from geneinfer.models.registry import make_model
+
+    X, Y, groups = _stack(studies, DATASETS)
+    Xt = X[::7] + 0.1
+    for name in ("ridge", "lasso", "knn-ge", "pcr", "knn"):
+        params = {"n_alphas": 3, "cv_genes": 20} if name == "lasso" else {}
+        model = make_model(name, **params).fit(X[:, :60], Y[:, :80], groups=groups)
+        assert model.selection_["method"] == "leave-one-group-out", name
+        arrays, meta = model.fitted_state()
+        meta = json.loads(json.dumps(meta))
+        restored = make_model(name, **model.get_params())
+        restored.load_fitted_state(arrays, meta)
+        assert restored.selection_ == model.selection_
+        np.testing.assert_allclose(restored.predict(Xt[:, :60]), model.predict(Xt[:, :60]),
+                                   rtol=1e-6)
+
+
+def test_pcr_and_knn_ge_on_a_given_validation_set(studies):
+    X, Y, groups = _stack(studies, DATASETS)
+    X, Y = X[:, :60], Y[:, :40]
+    val = groups == "borovecki"
+    pcr = PCARegression(precision="float64", max_components=12, cv_genes=None).fit(
+        X[~val], Y[~val], X_val=X[val], Y_val=Y[val])
+    mse = [np.mean(((make_pipeline(PCA(k), sk.LinearRegression()).fit(X[~val], Y[~val])
+                     .predict(X[val]) - Y[val]) ** 2) / Y[~val].var(0)) for k in range(1, 13)]
+    np.testing.assert_allclose(pcr.selection_["scores"], mse, rtol=1e-6)
+    assert pcr.n_components_ == int(np.argmin(mse)) + 1
+    knn = KNNGE(precision="float64").fit(X[~val], Y[~val], X_val=X[val], Y_val=Y[val])
+    mse = [np.mean((_knn_ge_direct(X[~val], Y[~val], X[val], k) - Y[val]) ** 2
+                   / Y[~val].var(0)) for k in knn.selection_["grid"]]
+    np.testing.assert_allclose(knn.validation_mse_, mse, rtol=1e-6)
+    assert knn.selection_["holdout"] == "given" and knn.n_samples_seen_ == (~val).sum()

@@ -22,16 +22,20 @@ block product plus a product of each group's gathered rows and subset columns.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.linalg import lapack
+from scipy.linalg.blas import get_blas_funcs
 
 from geneinfer.models.gram import (
+    BlockProducts,
     CenteredGram,
     GramStats,
     Precision,
     blas_threads,
     default_block_rows,
+    one_blas_thread,
 )
 from geneinfer.models.selection import GroupFolds, constant_floor, zscore_mse_from_moments
 
@@ -60,6 +64,7 @@ class GroupedGramStats:
         self.parts: list[GramStats | None] = [None] * n_groups
         self._all_genes: bool | None = None
         self._subset_total: GramStats | None = None
+        self._block_cross: np.ndarray | None = None  # sum of one block's run products
 
     def _cols(self) -> np.ndarray | None:
         return None if self._all_genes else self.genes
@@ -79,12 +84,12 @@ class GroupedGramStats:
             return
         if self._all_genes is None:
             self._all_genes = bool(np.array_equal(self.genes, np.arange(Y.shape[1])))
+        if self.total.shift_x is None:  # every sum shares the first block's means
+            self.total.shift_x = X.mean(axis=0, dtype=np.float64)
+            self.total.shift_y = Y.mean(axis=0, dtype=np.float64)
         runs = list(_runs(codes))
         if X.shape[0] / len(runs) >= MIN_RUN_ROWS:
-            for start, stop, g in runs:
-                prod = self.total.block_products(X[start:stop], Y[start:stop], where=where)
-                self.total.add_products(prod)
-                self._part(g).add_products(prod, self._cols())
+            self._update_runs(X, Y, runs, where)
             return
         self.total.update(X, Y, where=where)
         for g in np.unique(codes):
@@ -92,9 +97,35 @@ class GroupedGramStats:
             y_rows = Y[rows] if self._all_genes else Y[np.ix_(rows, self.genes)]
             self._part(int(g)).update(X[rows], y_rows, where=where)
 
+    def _update_runs(
+        self, X: np.ndarray, Y: np.ndarray, runs: list[tuple[int, int, int]], where: str
+    ) -> None:
+        """One product per run of a group's rows: its column slice goes to the group, and
+        the runs' products are summed (in the product dtype) before they are added to the
+        float64 total once per block (each addition to the total is a pass over the
+        float64 ``p x T`` sums)."""
+        block: BlockProducts | None = None
+        for start, stop, g in runs:
+            prod = self.total.block_products(X[start:stop], Y[start:stop], where=where)
+            self._part(g).add_products(prod, self._cols())
+            if block is None:
+                buf = self._block_cross
+                if buf is None or buf.shape != prod.cross.shape:
+                    buf = self._block_cross = np.empty_like(prod.cross)
+                np.copyto(buf, prod.cross)
+                block = replace(prod, gram=prod.gram.astype(np.float64), cross=buf,
+                                syy=prod.syy.copy())
+            else:
+                block.m += prod.m
+                block.gram += prod.gram
+                block.cross += prod.cross
+                block.syy += prod.syy
+        self.total.add_products(block)
+
     def release_workspace(self) -> None:
         """Free the block buffers of every sum."""
         self.total.release_workspace()
+        self._block_cross = None
         for part in self.parts:
             if part is not None:
                 part.release_workspace()
@@ -186,25 +217,50 @@ def score_coefficients(
     Parameters
     ----------
     coef
-        (p, H, S): coefficients of H candidates for the S scored targets.
+        (p, H, S) C-ordered: coefficients of H candidates for the S scored targets, in the
+        dtype of ``precision`` (the dtype of the products).
     group
         The group's statistics centred about its own means.
     floor
         (S,) per-row variance below which a target counts as constant.
     precision
-        Dtype of the ``C_xx,g B`` product (the expensive step: p x p by p x HS).
+        ``"float32"`` or ``"float64"``.
 
     Returns
     -------
     ndarray (H, S)
         ``2 (1 - r)`` per candidate and target; NaN for targets constant in the group.
+
+    Notes
+    -----
+    ``var(p) = b'C_xx,g b`` for every column is the expensive step (p x p by p x HS). With
+    the Cholesky factor ``C_xx,g = L L'`` it is ``||L'b||^2``, a triangular product at half
+    the flops of a general one (measured 0.15 s against 0.28 s for 943 x 13,000); a group
+    with fewer rows than landmarks (singular ``C_xx,g``) takes the general product.
     """
     p, h, s = coef.shape
-    flat = coef.reshape(p, h * s)
     dtype = np.dtype(precision)
-    with blas_threads(2.0 * p * p * h * s):
-        cb = group.cxx.astype(dtype) @ flat.astype(dtype, copy=False)
-    var_p = np.einsum("pk,pk->k", flat, cb, dtype=np.float64).reshape(h, s)
-    cov = np.einsum("phs,ps->hs", coef, group.cxy)
-    return zscore_mse_from_moments(cov, var_p, group.cyy[None, :],
+    flat = np.ascontiguousarray(coef, dtype=dtype).reshape(p, h * s)
+    factor = _cholesky_lower(group.cxx)
+    with blas_threads(float(p) * p * h * s):
+        if factor is not None:
+            trmm = get_blas_funcs("trmm", dtype=dtype)
+            # flat.T is Fortran-ordered (HS x p): BLAS reads it in place; out = flat' L
+            out = trmm(1.0, factor.astype(dtype), flat.T, side=1, lower=1)
+            var_p = np.einsum("kp,kp->k", out, out)
+        else:
+            var_p = np.einsum("pk,pk->k", flat, group.cxx.astype(dtype) @ flat)
+    cov = np.einsum("phs,ps->hs", flat.reshape(p, h, s), group.cxy.astype(dtype))
+    return zscore_mse_from_moments(cov, var_p.reshape(h, s), group.cyy[None, :],
                                    floor_y=floor[None, :] * group.n)
+
+
+def _cholesky_lower(cxx: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor of ``cxx`` (float64), or ``None`` if it is not positive definite.
+
+    On one BLAS thread: 10-40 ms for 943 x 943, against more than a second with two
+    spinning threads on a busy machine.
+    """
+    with one_blas_thread():
+        factor, info = lapack.dpotrf(cxx, lower=1, clean=1)
+    return factor if info == 0 else None

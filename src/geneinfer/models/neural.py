@@ -183,41 +183,51 @@ class _NeuralRegressor(GeneModel):
         Y = _check_2d("Y", Y, allow_nan=True)
         if X.shape[0] != Y.shape[0]:
             raise GeneinferError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
-        n_groups = n_distinct(groups, X.shape[0])
-        codes = None
         if check_validation_pair(X_val, Y_val):
-            X_val = _check_2d("X_val", X_val, allow_nan=False)
-            Y_val = _check_2d("Y_val", Y_val, allow_nan=True)
-            if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
-                raise GeneinferError(
-                    f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; "
-                    f"expected {X.shape[1]}/{Y.shape[1]} like X/Y"
-                )
+            X_val, Y_val = self._check_val(X_val, Y_val, X.shape[1], Y.shape[1])
             train_rows, val_rows = np.arange(X.shape[0]), None
+            # the groups still reach a residual model's ridge base
+            codes = None if groups is None else group_codes(groups, X.shape[0])[0]
             selection = {"method": "holdout", "holdout": "given", "score": "mse"}
         else:
-            split = self._group_split(groups, X.shape[0])
-            if split is None:
-                train_rows, val_rows = self._split(X.shape[0])
-                selection = ({"method": "none"} if val_rows is None else
-                             {"method": "holdout", "holdout": "random", "score": "mse"})
-            else:
-                train_rows, val_rows, codes = split
-                selection = {"method": "group-holdout", "score": "within-group-z-mse",
-                             "n_groups_scored": int(np.unique(codes[val_rows]).size),
-                             "validation_rows": len(val_rows)}
+            train_rows, val_rows, codes, selection = self._choose_split(groups, X.shape[0])
         self._stats(X, Y, train_rows)
         self.n_features_in_, self.n_targets_ = X.shape[1], Y.shape[1]
         train_src, val_src = self._sources(X, Y, train_rows, val_rows, X_val, Y_val, codes)
         self._train_networks(train_src, val_src)
-        if codes is not None:
+        if selection["method"] == "group-holdout":
             self._refit_all_rows(X, Y, codes)
             selection["best_epochs"] = [h["early_stopping"]["best_epoch"] for h in self.history_]
             selection["refit"] = True
         else:
             selection["best_epochs"] = [h["best_epoch"] for h in self.history_]
-        self.selection_ = {**selection, "n_groups": n_groups}
+        self.selection_ = {**selection, "n_groups": n_distinct(groups, X.shape[0])}
         return self
+
+    @staticmethod
+    def _check_val(X_val, Y_val, p: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        X_val = _check_2d("X_val", X_val, allow_nan=False)
+        Y_val = _check_2d("Y_val", Y_val, allow_nan=True)
+        if X_val.shape[1] != p or Y_val.shape[1] != t:
+            raise GeneinferError(
+                f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; "
+                f"expected {p}/{t} like X/Y"
+            )
+        return X_val, Y_val
+
+    def _choose_split(self, groups: Any, n: int):
+        """(training rows, validation rows or None, group codes or None, selection record)."""
+        split = self._group_split(groups, n)
+        if split is None:
+            train_rows, val_rows = self._split(n)
+            selection = ({"method": "none"} if val_rows is None else
+                         {"method": "holdout", "holdout": "random", "score": "mse"})
+            return train_rows, val_rows, None, selection
+        train_rows, val_rows, codes = split
+        selection = {"method": "group-holdout", "score": "within-group-z-mse",
+                     "n_groups_scored": int(np.unique(codes[val_rows]).size),
+                     "validation_rows": len(val_rows)}
+        return train_rows, val_rows, codes, selection
 
     def _group_split(
         self, groups: Any, n: int

@@ -22,6 +22,9 @@ convex combination of the candidates' predictions (weights ``w >= 0``, ``sum w =
    ``2 (1 - r)``; the ``taus`` value with the best mean over units wins (scored on
    ``cv_genes`` random genes).
 4. Candidates with a non-zero weight for any gene are **refit on all rows**.
+
+Given ``X_val``/``Y_val``, the candidates are fitted on ``X`` once and the weights on their
+predictions of the validation set instead (five random row folds of it score ``tau``).
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.base import clone
+from sklearn.utils.validation import check_array, check_is_fitted
 
-from geneinfer.errors import ConfigError
+from geneinfer.errors import ConfigError, GeneinferError
 from geneinfer.models.classical import ClassicalModel
 from geneinfer.models.outofgroup import (
-    OuterFolds,
     OutOfGroupSums,
     candidates_state,
     collect,
@@ -46,9 +49,12 @@ from geneinfer.models.outofgroup import (
     resolve_candidates,
 )
 from geneinfer.models.selection import (
+    GROUP_K_FOLDS,
     MIN_GROUP_ROWS,
     GroupScores,
+    check_validation_pair,
     constant_floor,
+    n_distinct,
     score_gene_subset,
     selection_record,
     zscore_mse_from_moments,
@@ -130,37 +136,67 @@ class StackedModel(ClassicalModel):
             raise ConfigError(f"tau must be a non-negative number or 'auto', got {self.tau!r}")
         return labels.index(self.anchor)
 
-    def fit(self, X: Any, Y: Any, *, groups: Any = None) -> StackedModel:
-        """Out-of-group predictions, per-gene weights, then the candidates on all rows."""
+    def fit(
+        self, X: Any, Y: Any, *, groups: Any = None, X_val: Any = None, Y_val: Any = None
+    ) -> StackedModel:
+        """Out-of-group predictions, per-gene weights, then the candidates on all rows.
+
+        With ``X_val``/``Y_val`` the candidates are fitted on ``X`` once and the weights
+        on their predictions of the validation set (five random row folds of it are the
+        units that score ``tau``); the candidates are not refit.
+        """
         X, Y = self._validate_fit(X, Y)
         cands = resolve_candidates(self.candidates, self.candidate_params)
         labels = [label for label, _ in cands]
         anchor = self._check(labels)
-        folds = outer_folds(groups, X.shape[0], self.random_state)
-        sums = collect(cands, X, Y, folds)
+        fitted = None
+        if check_validation_pair(X_val, Y_val):
+            Xv, Yv = self._validate_val(X_val, Y_val, X.shape[1], Y.shape[1])
+            fitted = [fit_candidate(clone(est), X, Y, groups) for _, est in cands]
+            sums, info = _validation_sums(fitted, Xv, Yv, self.random_state)
+            info["n_groups"] = n_distinct(groups, X.shape[0])
+        else:
+            folds = outer_folds(groups, X.shape[0], self.random_state)
+            sums = collect(cands, X, Y, folds)
+            info = {"method": folds.method, "n_groups": folds.n_groups,
+                    "n_folds": len(folds.held),
+                    "units": "groups" if folds.groups is not None else "row folds"}
         floor = constant_floor(np.var(Y, axis=0))
-        tau, record = self._choose_tau(sums, anchor, floor, folds)
+        self.tau_, self.selection_ = self._choose_tau(sums, anchor, floor, info)
         G, h, _, _ = sums.centred()
-        self.weights_ = _blend_weights(G.sum(0), h.sum(0), anchor, tau).T
-        self.tau_ = float(tau)
+        self.weights_ = _blend_weights(G.sum(0), h.sum(0), anchor, self.tau_).T
         self.labels_ = labels
         with np.errstate(invalid="ignore"):
             self.candidate_scores_ = np.nanmean(
                 np.nanmean(sums.candidate_scores(floor), axis=1), axis=0)
-        self.selection_ = record
         self.estimators_ = {}
         for i, (label, est) in enumerate(cands):
             if np.any(self.weights_[i] > 0):
-                self.estimators_[label] = fit_candidate(est, X, Y, groups)
+                self.estimators_[label] = (fitted[i] if fitted is not None
+                                           else fit_candidate(est, X, Y, groups))
         return self
 
+    def _validate_val(
+        self, X_val: Any, Y_val: Any, p: int, t: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X_val = check_array(X_val, dtype=(np.float32, np.float64), input_name="X_val")
+        Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
+        if X_val.shape[1] != p or Y_val.shape[1] != t:
+            raise GeneinferError(
+                f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; expected {p}/{t} "
+                "like X/Y"
+            )
+        return X_val, Y_val
+
     def _choose_tau(
-        self, sums: OutOfGroupSums, anchor: int, floor: np.ndarray, folds: OuterFolds
+        self, sums: OutOfGroupSums, anchor: int, floor: np.ndarray, info: dict[str, Any]
     ) -> tuple[float, dict[str, Any]]:
         """tau by leaving each unit out of the weight fit (see the module docstring)."""
+        info = dict(info)
+        method, n_groups = info.pop("method"), info.pop("n_groups")
         if self.tau != "auto":
-            return float(self.tau), selection_record(
-                folds.method, n_groups=folds.n_groups, tau="given", **_fold_info(folds))
+            return float(self.tau), selection_record(method, n_groups=n_groups, tau="given",
+                                                     **info)
         taus = np.asarray(self.taus, dtype=np.float64)
         if taus.ndim != 1 or taus.size == 0 or np.any(~np.isfinite(taus)) or np.any(taus < 0):
             raise ConfigError(f"taus must be non-negative numbers, got {self.taus!r}")
@@ -176,14 +212,13 @@ class StackedModel(ClassicalModel):
                 w = _blend_weights(G_all - G[u], h_all - h[u], anchor, tau)
                 var_p = np.einsum("tm,tml,tl->t", w, G[u], w)
                 cov = np.einsum("tm,tm->t", w, h[u])
-                scores[k] = zscore_mse_from_moments(cov, var_p, yy[u], floor_y=floor[genes]
-                                                    * n[u])
+                scores[k] = zscore_mse_from_moments(cov, var_p, yy[u],
+                                                    floor_y=floor[genes] * n[u])
             scores[:, n[u] < MIN_GROUP_ROWS] = np.nan
             board.add(u, scores)
-        best = board.best()
-        return float(taus[best]), selection_record(
-            folds.method, n_groups=folds.n_groups, grid=taus, scores=board.overall(),
-            score="within-group-z-mse", genes_scored=len(genes), **_fold_info(folds))
+        return float(taus[board.best()]), selection_record(
+            method, n_groups=n_groups, grid=taus, scores=board.overall(),
+            score="within-group-z-mse", genes_scored=len(genes), **info)
 
     def predict(self, X: Any) -> np.ndarray:
         """Each gene's weighted sum of the candidates' predictions, float32."""
@@ -222,9 +257,19 @@ class StackedModel(ClassicalModel):
             {k: v for k, v in arrays.items() if k.startswith("cand")}, meta["candidates_"])
 
 
-def _fold_info(folds: OuterFolds) -> dict[str, Any]:
-    return {"n_folds": len(folds.held), "units": "groups" if folds.groups is not None
-            else "row folds"}
+def _validation_sums(
+    fitted: list[Any], Xv: np.ndarray, Yv: np.ndarray, random_state: int | None
+) -> tuple[OutOfGroupSums, dict[str, Any]]:
+    """Sums of the fitted candidates' predictions of a validation set, in row-fold units."""
+    n_units = max(1, min(GROUP_K_FOLDS, len(Xv) // MIN_GROUP_ROWS))
+    units = np.random.default_rng(random_state).permutation(len(Xv)) % n_units
+    sums = OutOfGroupSums(n_units, Yv.shape[1], len(fitted))
+    P = np.stack([np.asarray(est.predict(Xv), np.float64).reshape(len(Xv), -1)
+                  for est in fitted])
+    for u in range(n_units):
+        sums.add(u, Yv[units == u], P[:, units == u])
+    return sums, {"method": "holdout", "holdout": "given", "units": "row folds",
+                  "n_folds": n_units}
 
 
 def _blend_weights(G: np.ndarray, h: np.ndarray, anchor: int, tau: float) -> np.ndarray:
