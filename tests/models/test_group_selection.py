@@ -100,6 +100,34 @@ def test_ridge_fold_scores_equal_refitting_every_fold(studies):
     assert m.cv_scores_.shape == (13, 150)
 
 
+def test_ridge_fold_scores_with_more_rows_than_landmarks_per_group(studies):
+    """Every group's C_xx,g is then positive definite: the Cholesky (trmm) path scores it;
+    alpha per gene picks each gene's best alpha of the same curves."""
+    X, Y, groups = _stack(studies, DATASETS)
+    X, Y = X[:, :25], Y[:, :120]
+    n = len(X)
+    m = Ridge(precision="float64", cv_genes=None, alpha_per_gene=True).fit(X, Y,
+                                                                         groups=groups)
+
+    def fit_predict(alpha, Xtr, Ytr, Xte, n_train):
+        return sk.Ridge(alpha=alpha * n_train / n).fit(Xtr, Ytr).predict(Xte)
+
+    per_gene = []
+    for alpha in m.alphas_:
+        per_group = []
+        for g in DATASETS:
+            tr = groups != g
+            per_group.append(zscore_mse(Y[~tr], fit_predict(alpha, X[tr], Y[tr], X[~tr],
+                                                            tr.sum())))
+        per_gene.append(np.nanmean(per_group, axis=0))
+    per_gene = np.array(per_gene)
+    np.testing.assert_allclose(m.cv_scores_, per_gene, atol=1e-6)
+    np.testing.assert_array_equal(m.alpha_, m.alphas_[np.argmin(per_gene, axis=0)])
+    # float32 products (the default) agree to what float32 can tell apart
+    fast = Ridge(cv_genes=None).fit(X, Y, groups=groups)
+    np.testing.assert_allclose(fast.selection_["scores"], per_gene.mean(1), atol=1e-4)
+
+
 def test_group_k_fold_above_ten_groups_equals_refitting(studies):
     """Twelve groups (each study cut in four) switch to five folds of whole groups."""
     X, Y, studies_of_rows = _stack(studies, DATASETS)

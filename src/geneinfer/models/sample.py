@@ -63,31 +63,50 @@ DEFAULT_ALPHAS: tuple[float, ...] = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
 
 @dataclass
 class _Profiles:
-    """Training samples in the model's space (see the module docstring)."""
+    """Training samples in the model's space (see the module docstring).
+
+    The targets are not transformed: with ``v_i = w_i / sd_i`` the prediction
+    ``mean_y + scale_y * (b + sum_i w_i ((y_i - mean_y) / scale_y - mu_i) / sd_i)`` is
+    ``mean_y (1 - sum v) + scale_y (b - sum v_i mu_i) + sum v_i y_i``, a sparse combination
+    of raw target rows. So a fold's profiles index the caller's ``Y`` (``rows``) instead of
+    copying it (at the D-GEX shapes a copy is gigabytes).
+    """
 
     mean_x: np.ndarray  # (p,) per-gene standardization of landmarks
     scale_x: np.ndarray
     mean_y: np.ndarray  # (T,) and of targets
     scale_y: np.ndarray
-    A: np.ndarray  # (n, p) float32: rows standardized across landmarks
-    Yt: np.ndarray  # (n, T) float32: z-scored targets, same per-row transform
+    A: np.ndarray  # (n, p) float32: z-scored landmarks, rows standardized across genes
+    mu: np.ndarray  # (n,) each row's mean across its z-scored landmarks
+    sd: np.ndarray  # (n,) and standard deviation
+    Y: np.ndarray  # targets of (at least) these samples, raw
+    rows: np.ndarray  # (n,) the samples' rows in Y
 
     @classmethod
-    def build(cls, X: np.ndarray, Y: np.ndarray) -> _Profiles:
-        mean_x, scale_x = _mean_scale(X)
-        mean_y, scale_y = _mean_scale(Y)
-        zx = (X - mean_x) / scale_x
-        mu = zx.mean(axis=1, keepdims=True)
-        sd = zx.std(axis=1, keepdims=True)
+    def build(cls, X: np.ndarray, Y: np.ndarray, rows: np.ndarray) -> _Profiles:
+        """Profiles of ``X[rows]`` with statistics of those rows; ``Y`` is kept, not copied."""
+        mean_x, scale_x = _mean_scale(X, rows)
+        mean_y, scale_y = _mean_scale(Y, rows)
+        zx = (X[rows] - mean_x) / scale_x
+        mu = zx.mean(axis=1)
+        sd = zx.std(axis=1)
         sd = np.where(sd > 0, sd, 1.0)
-        A = ((zx - mu) / sd).astype(np.float32)
-        Yt = (((Y - mean_y) / scale_y - mu) / sd).astype(np.float32)
-        return cls(mean_x, scale_x, mean_y, scale_y, A, Yt)
+        A = ((zx - mu[:, None]) / sd[:, None]).astype(np.float32)
+        return cls(mean_x, scale_x, mean_y, scale_y, A, mu, sd, Y, rows)
 
 
-def _mean_scale(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = M.mean(axis=0, dtype=np.float64)
-    std = M.std(axis=0, dtype=np.float64)
+def _mean_scale(M: np.ndarray, rows: np.ndarray, block: int = 4096
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (1 where 0) of ``M[rows]``, in row blocks."""
+    total = np.zeros(M.shape[1])
+    for start in range(0, len(rows), block):
+        total += M[rows[start:start + block]].sum(axis=0, dtype=np.float64)
+    mean = total / max(len(rows), 1)
+    sq = np.zeros(M.shape[1])
+    for start in range(0, len(rows), block):  # second pass: no cancellation
+        part = M[rows[start:start + block]] - mean
+        sq += np.einsum("ij,ij->j", part, part)
+    std = np.sqrt(sq / max(len(rows), 1))
     return mean, np.where(std > 0, std, 1.0)
 
 
@@ -130,8 +149,11 @@ class SampleLasso(ClassicalModel):
         FISTA iterations run while choosing ``alpha`` (0 with a fixed one).
     profiles_ : ndarray (n_samples, n_landmarks), float32
         Training landmark profiles, z-scored per gene then standardized per sample.
+    profile_mean_, profile_scale_ : ndarray (n_samples,)
+        Each training sample's mean and standard deviation across its z-scored landmarks
+        (the per-sample standardization, applied to its targets at prediction).
     targets_ : ndarray (n_samples, n_targets), float32
-        Training targets, z-scored per gene, with the same per-sample transform.
+        Training targets as given.
     mean_x_, scale_x_, mean_y_, scale_y_ : ndarray
         Per-gene standardization of landmarks and targets.
     validation_score_ : ndarray (n_alphas,)
@@ -200,8 +222,7 @@ class SampleLasso(ClassicalModel):
         """Keep the training profiles; choose ``alpha`` first if ``"auto"``."""
         self._check_params()
         X, Y = self._validate_fit(X, Y)
-        X = np.asarray(X, np.float64)
-        Y = np.asarray(Y, np.float64)
+        X = np.asarray(X, np.float64)  # landmarks: small; targets stay as they are
         for key in ("validation_score_", "selection_"):
             self.__dict__.pop(key, None)
         self.n_iter_ = 0
@@ -216,11 +237,18 @@ class SampleLasso(ClassicalModel):
         else:
             self.alpha_ = float(self.alpha)
         self.alphas_ = self._path_to(self.alpha_)
-        prof = _Profiles.build(X, Y)
+        prof = _Profiles.build(X, Y, np.arange(X.shape[0]))
         self.mean_x_, self.scale_x_ = prof.mean_x, prof.scale_x
         self.mean_y_, self.scale_y_ = prof.mean_y, prof.scale_y
-        self.profiles_, self.targets_ = prof.A, prof.Yt
+        self.profiles_ = prof.A
+        self.profile_mean_, self.profile_scale_ = prof.mu, prof.sd
+        self.targets_ = np.asarray(Y, dtype=np.float32)
         return self
+
+    def _fitted_profiles(self) -> _Profiles:
+        return _Profiles(self.mean_x_, self.scale_x_, self.mean_y_, self.scale_y_,
+                         self.profiles_, self.profile_mean_, self.profile_scale_,
+                         self.targets_, np.arange(self.targets_.shape[0]))
 
     def _choose(
         self, X: np.ndarray, Y: np.ndarray, grid: np.ndarray, groups: Any, X_val: Any,
@@ -230,25 +258,26 @@ class SampleLasso(ClassicalModel):
         if check_validation_pair(X_val, Y_val):
             Xv = check_array(X_val, dtype=np.float64, input_name="X_val")
             Yv = np.asarray(Y_val, np.float64).reshape(len(Xv), -1)
-            mse = self._holdout_mse(X, Y, Xv, Yv, grid, counter)
+            mse = self._holdout_mse(_Profiles.build(X, Y, np.arange(len(X))), Xv, Yv, grid,
+                                    counter)
             return mse, selection_record("holdout", n_groups=1, grid=grid, scores=mse,
                                          score="standardized-mse", holdout="given")
         folds = plan_folds(groups, X.shape[0])
         if folds is None:
             mask = validation_mask(X.shape[0], self.validation_fraction, self.random_state)
-            mse = self._holdout_mse(X[~mask], Y[~mask], X[mask], Y[mask], grid, counter)
+            prof = _Profiles.build(X, Y, np.flatnonzero(~mask))
+            mse = self._holdout_mse(prof, X[mask], Y[mask], grid, counter)
             return mse, selection_record("holdout", n_groups=1, grid=grid, scores=mse,
                                          score="standardized-mse", holdout="random")
         board = GroupScores(len(grid), Y.shape[1])
         floor = constant_floor(Y.var(axis=0))
         for fold in range(len(folds.folds)):
             held = folds.held_out(fold)
-            prof = _Profiles.build(X[~held], Y[~held])
-            codes = folds.codes[held]
-            for code in np.unique(codes):
-                rows = codes == code
+            prof = _Profiles.build(X, Y, np.flatnonzero(~held))
+            for code in folds.folds[fold]:
+                rows = np.flatnonzero(folds.codes == code)
                 moments = GroupMoments(len(grid), Y.shape[1])
-                Xq, Yq = X[held][rows], Y[held][rows]
+                Xq, Yq = X[rows], Y[rows]
                 for chunk, pred in self._predict_path(prof, Xq, grid, counter=counter):
                     moments.add(Yq[chunk], pred)
                 board.add(int(code), moments.scores(floor))
@@ -257,23 +286,21 @@ class SampleLasso(ClassicalModel):
                                         grid=grid, scores=scores, score="within-group-z-mse")
 
     def _holdout_mse(
-        self, X: np.ndarray, Y: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, grid: np.ndarray,
+        self, prof: _Profiles, Xv: np.ndarray, Yv: np.ndarray, grid: np.ndarray,
         counter: list[int],
     ) -> np.ndarray:
         """Validation MSE of each alpha, each gene in units of its training variance."""
-        prof = _Profiles.build(X, Y)
         inv_var = 1.0 / prof.scale_y**2
         sse = np.zeros(len(grid))
         for chunk, pred in self._predict_path(prof, Xv, grid, counter=counter):
             sse += ((pred - Yv[chunk]) ** 2 @ inv_var).sum(axis=1)
-        return sse / (len(Xv) * Y.shape[1])
+        return sse / (len(Xv) * len(inv_var))
 
     # ---------------------------------------------------------------- prediction
     def predict(self, X: Any) -> np.ndarray:
         """Predicted targets, float32 (one lasso per row of ``X``)."""
         X = self._validate_predict(X)
-        prof = _Profiles(self.mean_x_, self.scale_x_, self.mean_y_, self.scale_y_,
-                         self.profiles_, self.targets_)
+        prof = self._fitted_profiles()
         out = np.empty((X.shape[0], self.targets_.shape[1]), dtype=np.float32)
         for chunk, pred in self._predict_path(prof, np.asarray(X, np.float64), self.alphas_,
                                               keep_last=True):
@@ -287,8 +314,7 @@ class SampleLasso(ClassicalModel):
         from (weights on the per-sample standardized profiles).
         """
         X = self._validate_predict(X)
-        prof = _Profiles(self.mean_x_, self.scale_x_, self.mean_y_, self.scale_y_,
-                         self.profiles_, self.targets_)
+        prof = self._fitted_profiles()
         idx, w = [], []
         for _, _, S, W in self._solve_batches(prof, np.asarray(X, np.float64), self.alphas_):
             idx.append(S)
@@ -303,19 +329,24 @@ class SampleLasso(ClassicalModel):
 
         ``keep_last``: only the last penalty's predictions (1 x rows x T).
         """
-        n, t = prof.Yt.shape
+        n_rows, t = prof.Y.shape
+        mean_y, scale_y = prof.mean_y.astype(np.float32), prof.scale_y.astype(np.float32)
         for rows, b, S, W in self._solve_batches(prof, Xq, path, counter):
             if keep_last:
                 W = W[-1:]
-            # the weights are sparse: one sparse (path x rows, n) by dense (n, T) product
             h, r, _ = W.shape
-            nz = W != 0
-            at = np.broadcast_to(np.arange(h * r).reshape(h, r, 1), W.shape)[nz]
-            cols = np.broadcast_to(S[None], W.shape)[nz]
-            mat = csr_matrix((W[nz].astype(np.float32), (at, cols)), shape=(h * r, n))
-            z = np.asarray(mat @ prof.Yt).reshape(h, r, t)
-            z += b[None, :, None].astype(np.float32)
-            yield rows, z * prof.scale_y.astype(np.float32) + prof.mean_y.astype(np.float32)
+            V = W / prof.sd[S][None]  # weights on raw target rows (see _Profiles)
+            c1 = 1.0 - V.sum(axis=2)  # (h, r)
+            c2 = b[None, :] - np.einsum("hrm,rm->hr", V, prof.mu[S])
+            # the weights are sparse: one sparse (path x rows, n) by dense (n, T) product
+            nz = V != 0
+            at = np.broadcast_to(np.arange(h * r).reshape(h, r, 1), V.shape)[nz]
+            cols = np.broadcast_to(prof.rows[S][None], V.shape)[nz]
+            mat = csr_matrix((V[nz].astype(np.float32), (at, cols)), shape=(h * r, n_rows))
+            z = np.asarray(mat @ prof.Y, dtype=np.float32).reshape(h, r, t)
+            z += c1[..., None].astype(np.float32) * mean_y
+            z += c2[..., None].astype(np.float32) * scale_y
+            yield rows, z
 
     def _solve_batches(
         self, prof: _Profiles, Xq: np.ndarray, path: np.ndarray,
