@@ -31,7 +31,8 @@ def test_recovers_a_query_that_is_a_sparse_combination_of_training_profiles(pool
     X, Y, _ = pooled
     rows, w = np.array([5, 77, 160]), np.array([0.5, 0.3, 0.2])
     Xq, Yq = w @ X[rows], w @ Y[rows]  # weights sum to 1: a profile between the three
-    m = SampleLasso(alpha=1e-5, n_neighbors=None, tol=1e-6, max_iter=50000).fit(X, Y)
+    m = SampleLasso(alpha=1e-5, n_neighbors=None, tol=1e-6, max_iter=50000,
+                    precision="float64").fit(X, Y)
     pred = m.predict(Xq[None])[0]
     # the same combination of their targets, to well within the genes' spread
     assert np.abs(pred - Yq).max() < 0.02 * Y.std(0).min()
@@ -47,7 +48,7 @@ def test_each_query_solves_scikit_learns_lasso_over_its_neighbours(pooled, posit
     X, Y, _ = pooled
     Xtr, Xq = X[:-3], X[-3:]
     m = SampleLasso(alpha=0.01, n_neighbors=40, positive=positive, tol=1e-12,
-                    max_iter=100000).fit(Xtr, Y[:-3])
+                    max_iter=100000, precision="float64").fit(Xtr, Y[:-3])
     idx, weights = m.weights(Xq)
     assert idx.shape == (3, 40)
     zq = (Xq - m.mean_x_) / m.scale_x_

@@ -139,3 +139,27 @@ def test_grouped_sums_equal_each_groups_own_statistics(real, order, monkeypatch)
         train = stats.train_gram(np.array([g]))
         ref = GramStats(precision="float64").update(X[codes != g], Y[codes != g][:, genes])
         np.testing.assert_allclose(train.cxy, ref.centered().cxy, rtol=1e-8, atol=1e-8)
+
+
+def test_ridge_scorer_partial_fractions_equal_the_direct_sums_with_tied_eigenvalues():
+    """All alphas from a few products; tied eigenvalues (no fraction there) included."""
+    from geneinfer.models.gram import CenteredGram, Eigenbasis
+    from geneinfer.models.gram_cv import RidgeFoldScorer
+
+    rng = np.random.default_rng(4)
+    p, s = 8, 5
+    V, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    d = np.array([0.0, 0.3, 1.0, 1.0, 1.0 + 1e-9, 2.5, 7.0, 40.0])  # a near triple
+    Q = rng.normal(size=(p, s))
+    basis = Eigenbasis(d, V, Q, d > 0)
+    A = rng.normal(size=(30, p))
+    group = CenteredGram(30, np.zeros(p), np.zeros(s), A.T @ A, A.T @ rng.normal(size=(30, s)),
+                         np.ones(s))
+    alphas = np.array([0.01, 0.5, 3.0, 100.0])
+    cov, var = RidgeFoldScorer(basis, alphas).moments(group)
+    keep = d > 0
+    for i, a in enumerate(alphas):
+        b = V[:, keep] @ (Q[keep] / (d[keep] + a)[:, None])  # (p, S) coefficients
+        np.testing.assert_allclose(cov[i], np.einsum("ps,ps->s", b, group.cxy), rtol=1e-9)
+        np.testing.assert_allclose(var[i], np.einsum("ps,ps->s", b, group.cxx @ b),
+                                   rtol=1e-7)

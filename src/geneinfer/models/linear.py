@@ -34,8 +34,13 @@ from geneinfer.models.gram import (
     residual_ss_perp,
     validation_sse,
 )
-from geneinfer.models.gram_cv import HeldOutGroup, score_coefficients
-from geneinfer.models.selection import GroupFolds, GroupScores, selection_record
+from geneinfer.models.gram_cv import HeldOutGroup, RidgeFoldScorer, score_coefficients
+from geneinfer.models.selection import (
+    GroupFolds,
+    GroupScores,
+    selection_record,
+    zscore_mse_from_moments,
+)
 
 #: default ridge grid, relative to the mean eigenvalue of X_c'X_c (= n * mean landmark
 #: variance), so that it suits any number of samples and any expression scale
@@ -101,8 +106,10 @@ class Ridge(GramLinearModel):
       held-out groups' sums, accumulated per group in the same pass over the data
       (:mod:`geneinfer.models.gram_cv`); one eigendecomposition per fold serves all alphas,
       and each held-out group is scored by the within-group z-scored MSE ``2 (1 - r)``
-      from its own centred moments. The curve is scored on ``cv_genes`` random target
-      genes (alpha is one number for all genes), the final model is fitted on every row.
+      from its own centred moments (all alphas of a group at the cost of about two
+      products, see :class:`geneinfer.models.gram_cv.RidgeFoldScorer`). The curve is
+      scored on ``cv_genes`` random target genes (alpha is one number for all genes), the
+      final model is fitted on every row.
       A fold fitted on ``n_f`` of the ``n`` rows uses ``alpha * n_f / n``: the same penalty
       per row as the final fit.
     * ``X_val``/``Y_val`` given: the alpha with the smallest validation MSE (each gene's
@@ -132,8 +139,7 @@ class Ridge(GramLinearModel):
     random_state
         Seed of that subset.
     precision, rcond, block_rows
-        As in :class:`LinearRegression`; ``precision`` is also the dtype of the scoring
-        products of the cross-validation.
+        As in :class:`LinearRegression`.
 
     Attributes
     ----------
@@ -262,19 +268,12 @@ class Ridge(GramLinearModel):
         n_total: int, genes: np.ndarray, floor: np.ndarray,
     ) -> Iterator[tuple[int, np.ndarray]]:
         basis = eigenbasis(train, rcond=self.rcond, precision=self.precision)
-        p, s = basis.Q.shape
-        alphas = grid * (train.n / n_total)  # the same penalty per row as the final fit
-        d = np.where(basis.keep, basis.d, 1.0)
-        scale = np.where(basis.keep[None, :], 1.0 / (d[None, :] + alphas[:, None]), 0.0)
-        # coefficients of every alpha at once: V (scale * Q), (p, n_alphas * S), in the
-        # product dtype (float32 by default: half the time of float64)
-        dtype = np.dtype(self.precision)
-        w = basis.Q.astype(dtype)[:, None, :] * scale.T.astype(dtype)[:, :, None]
-        with blas_threads(2.0 * p * w.size):
-            coef = (basis.V.astype(dtype) @ w.reshape(p, -1)).reshape(p, len(grid), s)
+        # the same penalty per row as the final fit
+        scorer = RidgeFoldScorer(basis, grid * (train.n / n_total))
         for group in held:
-            yield group.code, score_coefficients(coef, group.gram, floor,
-                                                 precision=self.precision)
+            cov, var_p = scorer.moments(group.gram)
+            yield group.code, zscore_mse_from_moments(
+                cov, var_p, group.gram.cyy[None, :], floor_y=floor[None, :] * group.gram.n)
 
     def _cv_solve(
         self, full: CenteredGram, grid: np.ndarray, ctx: Eigenbasis, board: GroupScores,
