@@ -298,8 +298,11 @@ class RidgeFoldScorer:
         with blas_threads(2.0 * V.size * Q.shape[1]):
             R = V.T @ group.cxy
             H = (M * self.D) @ Q
-        cov = s @ (Q * R)
-        var = (s * s) @ (Q * Q * np.diag(M)[:, None]) + 2.0 * (s @ (Q * H))
+        # (n_alphas x r) by (r x S): small products, on one thread (2 spinning threads
+        # made them 5-8x slower on a busy machine)
+        with blas_threads(2.0 * s.size * Q.shape[1]):
+            cov = s @ (Q * R)
+            var = (s * s) @ (Q * Q * np.diag(M)[:, None]) + 2.0 * (s @ (Q * H))
         for k, j in self.near:  # both (k, j) and (j, k)
             var += 2.0 * np.outer(s[:, k] * s[:, j], M[k, j] * Q[k] * Q[j])
         return cov, np.maximum(var, 0.0)
