@@ -7,12 +7,13 @@ own with group-specific loadings on landmarks and targets. Fitting a group's own
 pays inside that group (so GCV, which scores rows of the same groups, picks a small alpha)
 but not on another group, so the alpha chosen over groups is larger.
 
-Each measurement runs in a fresh subprocess that loads the arrays from ``.npy`` files,
-resets its peak-memory mark (``/proc/self/clear_refs``) and then fits twice. The two
-rules alternate for ``--rounds`` rounds (a busy machine slows both alike); printed are
-the fastest fit's seconds, the peak resident memory of the process (``VmHWM``), the part
-of it above the loaded data, the alpha each rule chose and the ratio of the two times,
-all measured in this run.
+Time: one process loads the arrays from ``.npy`` files and alternates the two fits
+(GCV, over groups, GCV, ... ``--rounds`` of each), so that a busy machine slows both
+alike; printed are each rule's fastest and median seconds and the median of the ratios of
+each grouped fit to the mean of the GCV fits either side of it. Memory: each rule once more
+in a fresh process that resets its peak mark (``/proc/self/clear_refs``) after loading;
+printed are the peak resident memory (``VmHWM``) and the part of it above the loaded data.
+All figures are measured in this run.
 
 Usage::
 
@@ -75,36 +76,48 @@ def _rss_gb(field: str) -> float:
     return int(line.split()[1]) / 2**20
 
 
-def worker(task: str, folder: Path) -> dict:
-    """One measurement in this (fresh) process."""
+def _load(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.load(folder / "X.npy"), np.load(folder / "Y.npy"), np.load(folder / "groups.npy")
+
+
+def _fit(X: np.ndarray, Y: np.ndarray, groups: np.ndarray | None):
     from geneinfer.models.linear import Ridge
 
-    X = np.load(folder / "X.npy")
-    Y = np.load(folder / "Y.npy")
-    groups = np.load(folder / "groups.npy")
+    t0 = time.perf_counter()
+    model = Ridge().fit(X, Y, groups=groups)
+    return model, time.perf_counter() - t0
+
+
+def worker(task: str, folder: Path, rounds: int) -> dict:
+    """``"timing"``: alternating fits; ``"gcv"``/``"groups"``: one fit's peak memory."""
+    X, Y, groups = _load(folder)
+    if task == "timing":
+        times: dict[str, list[float]] = {"gcv": [], "groups": []}
+        alphas = {}
+        for _ in range(rounds):
+            for rule in ("gcv", "groups"):
+                model, sec = _fit(X, Y, groups if rule == "groups" else None)
+                times[rule].append(sec)
+                alphas[rule] = {"alpha": float(model.alpha_),
+                                "alpha_index": int(np.argmin(np.abs(model.alphas_
+                                                                    - model.alpha_))),
+                                "method": model.selection_["method"],
+                                "scores": model.selection_["scores"]}
+        model, sec = _fit(X, Y, None)  # a GCV fit after the last grouped one
+        times["gcv"].append(sec)
+        return {"times": times, "models": alphas}
     # forget the loading: the peak from here on is the fit's (plus the data)
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
     data_gb = _rss_gb("VmRSS")
-    kwargs = {"groups": groups} if task == "groups" else {}
-    seconds = []
-    model = Ridge()
-    for _ in range(2):
-        t0 = time.perf_counter()
-        model.fit(X, Y, **kwargs)
-        seconds.append(time.perf_counter() - t0)
+    _fit(X, Y, groups if task == "groups" else None)
     peak = _rss_gb("VmHWM")
-    return {"seconds": min(seconds), "all_seconds": seconds, "peak_rss_gb": peak,
-            "data_gb": data_gb, "fit_extra_gb": peak - data_gb,
-            "alpha": float(model.alpha_),
-            "alpha_index": int(np.argmin(np.abs(model.alphas_ - model.alpha_))),
-            "method": model.selection_["method"],
-            "n_folds": model.selection_.get("n_folds"),
-            "scores": model.selection_["scores"]}
+    return {"peak_rss_gb": peak, "data_gb": data_gb, "fit_extra_gb": peak - data_gb}
 
 
-def run_worker(task: str, folder: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", task, "--data", str(folder)]
+def run_worker(task: str, folder: Path, rounds: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", task, "--data", str(folder),
+           "--rounds", str(rounds)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed",
@@ -122,7 +135,7 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.data)))
+        print(json.dumps(worker(args.worker, args.data, args.rounds)))
         return
     cfg = SMALL if args.small else FULL
     folder = args.data or Path(f"/tmp/geneinfer-bench-selection-{os.getpid()}")
@@ -135,14 +148,10 @@ def main() -> None:
             generate(folder, n, p, t, g)
             print(f"generated {n} x {p} -> {t} float32 in {g} groups "
                   f"({4 * n * (p + t) / 2**30:.2f} GB) in {time.perf_counter() - t0:.0f} s")
-        results: dict[str, dict] = {}
-        for _ in range(args.rounds):
-            for task in ("gcv", "groups"):
-                res = run_worker(task, folder)
-                print(f"  {task}: {res}", flush=True)
-                best = results.get(task)
-                if best is None or res.get("seconds", np.inf) < best.get("seconds", np.inf):
-                    results[task] = res
+        results = {task: run_worker(task, folder, args.rounds)
+                   for task in ("timing", "gcv", "groups")}
+        for task, res in results.items():
+            print(f"  {task}: {res}", flush=True)
         report(results, cfg)
     finally:
         if not args.keep_data and args.data is None:
@@ -151,18 +160,26 @@ def main() -> None:
 
 def report(r: dict, cfg: dict) -> None:
     print(f"\n=== ridge at {cfg['n']} x {cfg['p']} -> {cfg['t']}, {cfg['groups']} groups ===")
-    for key, name in (("gcv", "Ridge().fit(X, Y)          (GCV)"),
-                      ("groups", "Ridge().fit(X, Y, groups=g) (over groups)")):
-        res = r[key]
-        if "seconds" not in res:
-            print(f"{name:44s} {res}")
-            continue
-        print(f"{name:44s} {res['seconds']:7.2f} s  peak {res['peak_rss_gb']:5.2f} GB "
-              f"(data {res['data_gb']:.2f} GB, fit +{res['fit_extra_gb']:.2f} GB)  "
-              f"alpha {res['alpha']:.4g} (grid index {res['alpha_index']}, {res['method']})")
-    if "seconds" in r["gcv"] and "seconds" in r["groups"]:
-        print(f"study-aware / GCV time ratio: {r['groups']['seconds'] / r['gcv']['seconds']:.2f}"
-              " (target <= 1.5)")
+    timing = r["timing"]
+    if "times" not in timing:
+        print(f"timing failed: {timing}")
+        return
+    times = timing["times"]
+    for rule, name in (("gcv", "Ridge().fit(X, Y)           (GCV)"),
+                       ("groups", "Ridge().fit(X, Y, groups=g) (over groups)")):
+        sec = np.asarray(times[rule])
+        mem = r[rule]
+        model = timing["models"][rule]
+        peak = (f"peak {mem['peak_rss_gb']:5.2f} GB (data {mem['data_gb']:.2f} GB, "
+                f"fit +{mem['fit_extra_gb']:.2f} GB)" if "peak_rss_gb" in mem else str(mem))
+        print(f"{name:44s} best {sec.min():6.2f} s, median {np.median(sec):6.2f} s  {peak}  "
+              f"alpha {model['alpha']:.4g} (grid index {model['alpha_index']}, "
+              f"{model['method']})")
+    gcv = np.asarray(times["gcv"])
+    ratios = [g / (0.5 * (gcv[i] + gcv[i + 1])) for i, g in enumerate(times["groups"])]
+    print(f"study-aware / GCV time: best {min(times['groups']) / gcv.min():.2f}, median of "
+          f"neighbouring pairs {np.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})"
+          " (target <= 1.5)")
 
 
 if __name__ == "__main__":

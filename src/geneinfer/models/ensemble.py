@@ -31,6 +31,7 @@ from geneinfer.models.selection import (
     check_validation_pair,
     constant_floor,
     n_distinct,
+    nan_mean,
     plan_folds,
     selection_record,
 )
@@ -152,12 +153,11 @@ class PerGeneSelector(GeneModel):
         folds = outer_folds(groups, X.shape[0], self.random_state)
         sums = collect(cands, X, Y, folds)
         floor = constant_floor(np.nanvar(Y, axis=0))
-        with np.errstate(invalid="ignore"):
-            scores = np.nanmean(sums.candidate_scores(floor), axis=0).T  # (M, T)
+        scores = nan_mean(sums.candidate_scores(floor), axis=0).T  # (M, T)
         self._choose(scores)
         self.selection_ = selection_record(
             folds.method, n_groups=folds.n_groups, grid=self.labels_,
-            scores=np.nanmean(scores, axis=1), score="within-group-z-mse",
+            scores=nan_mean(scores, axis=1), score="within-group-z-mse",
             n_folds=len(folds.held))
         self.estimators_ = {self.labels_[i]: fit_candidate(clone(cands[i][1]), X, Y, groups)
                             for i in np.unique(self.choice_)}

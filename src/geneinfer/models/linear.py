@@ -38,6 +38,7 @@ from geneinfer.models.gram_cv import HeldOutGroup, RidgeFoldScorer, score_coeffi
 from geneinfer.models.selection import (
     GroupFolds,
     GroupScores,
+    nan_mean,
     selection_record,
     zscore_mse_from_moments,
 )
@@ -290,8 +291,7 @@ class _ScoreTable:
         self.scores = scores
 
     def overall(self) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(self.scores, axis=1)
+        return nan_mean(self.scores, axis=1)
 
     def best(self) -> int:
         return int(_argmin_finite(self.overall()[:, None], axis=0)[0])

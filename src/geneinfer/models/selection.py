@@ -222,6 +222,16 @@ class GroupMoments:
         return zscore_mse_from_moments(cov, var_p, var_y[None, :], floor_y=floor_y)
 
 
+def nan_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of the finite values along ``axis`` (NaN where there are none, no warning)."""
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    count = ok.sum(axis=axis)
+    total = np.where(ok, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def constant_floor(var_all: np.ndarray) -> np.ndarray:
     """Per-gene variance below which a gene counts as constant within a group."""
     return CONSTANT_FRACTION * np.asarray(var_all, np.float64)
@@ -247,8 +257,7 @@ class GroupScores:
         if not ok.any():  # every gene constant in this group: it carries no information
             return
         self.groups.append(int(group))
-        with np.errstate(invalid="ignore"):
-            self.group_means.append(np.nanmean(np.where(ok, scores, np.nan), axis=1))
+        self.group_means.append(nan_mean(scores, axis=1))
         self.gene_sum += np.where(ok, scores, 0.0)
         self.gene_count += ok
 

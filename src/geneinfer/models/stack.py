@@ -55,6 +55,7 @@ from geneinfer.models.selection import (
     check_validation_pair,
     constant_floor,
     n_distinct,
+    nan_mean,
     score_gene_subset,
     selection_record,
     zscore_mse_from_moments,
@@ -166,9 +167,8 @@ class StackedModel(ClassicalModel):
         G, h, _, _ = sums.centred()
         self.weights_ = _blend_weights(G.sum(0), h.sum(0), anchor, self.tau_).T
         self.labels_ = labels
-        with np.errstate(invalid="ignore"):
-            self.candidate_scores_ = np.nanmean(
-                np.nanmean(sums.candidate_scores(floor), axis=1), axis=0)
+        self.candidate_scores_ = nan_mean(nan_mean(sums.candidate_scores(floor), axis=1),
+                                          axis=0)
         self.estimators_ = {}
         for i, (label, est) in enumerate(cands):
             if np.any(self.weights_[i] > 0):
