@@ -165,3 +165,55 @@ def test_bad_input_is_a_clear_user_error():
     fitted = DGEX(hidden=(8,), max_epochs=1, **FAST).fit(X, Y)
     with pytest.raises(GeneinferError, match="fitted on 20"):
         fitted.predict(X[:, :10])
+
+
+# --------------------------------------------------------------------------- groups
+def _grouped_toy(n_groups=4, per_group=40, seed=0):
+    X, Y = _toy(n=n_groups * per_group, seed=seed)
+    groups = np.repeat([f"s{g}" for g in range(n_groups)], per_group)
+    return X, Y, groups
+
+
+def test_groups_hold_out_whole_studies_then_refit_on_all_rows():
+    X, Y, groups = _grouped_toy()
+    model = DGEX(hidden=(16,), max_epochs=6, validation_fraction=0.25, **FAST)
+    model.fit(X, Y, groups=groups)
+    sel = model.selection_
+    assert sel["method"] == "group-holdout" and sel["refit"] is True
+    assert sel["validation_rows"] == 40 and sel["n_groups_scored"] == 1  # one whole study
+    early = model.history_[0]["early_stopping"]
+    best = early["best_epoch"]
+    assert sel["best_epochs"] == [best] and 1 <= best <= 6
+    # the refit trains on all 160 rows for exactly the best epoch count
+    assert model.history_[0]["best_epoch"] == best
+    assert model.history_[0]["steps"] == best * (160 // 32)
+    assert len(model.history_[0]["history"]) == best + 1
+    # early stopping watched the within-study score, not the MSE: values in [0, 4]
+    losses = [h["val_loss"] for h in early["history"]]
+    assert all(0.0 <= v <= 4.0 for v in losses)
+    assert early["best_val_loss"] == min(losses)
+
+
+def test_given_validation_data_wins_over_groups():
+    X, Y, groups = _grouped_toy()
+    model = DGEX(hidden=(16,), max_epochs=3, **FAST)
+    model.fit(X[:120], Y[:120], groups=groups[:120], X_val=X[120:], Y_val=Y[120:])
+    assert model.selection_["method"] == "holdout"
+    assert model.selection_["holdout"] == "given"
+    assert "early_stopping" not in model.history_[0]
+    # one group (or none): the random split of today
+    one = DGEX(hidden=(16,), max_epochs=2, **FAST).fit(X, Y, groups=["a"] * len(X))
+    assert one.selection_["method"] == "holdout" and one.selection_["holdout"] == "random"
+
+
+def test_ridge_mlp_groups_reach_its_ridge_base(gpl96):
+    X, Y, _, _ = fold(gpl96, "borovecki")
+    groups = np.repeat(["bladderbatch", "nakayama"], [57, 105])
+    model = RidgeResidualMLP(hidden=(32,), max_epochs=4, validation_fraction=0.3, **FAST)
+    model.fit(X, Y, groups=groups)
+    assert model.selection_["method"] == "group-holdout"
+    # the refit's ridge base was chosen over the two studies, on all rows
+    xm, xs = X.mean(0), X.std(0)
+    ym, ys = Y.mean(0), Y.std(0)
+    ridge = Ridge().fit((X - xm) / xs, (Y - ym) / ys, groups=groups)
+    assert model.ridge_alpha_ == pytest.approx(ridge.alpha_, rel=1e-4)

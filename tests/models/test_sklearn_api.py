@@ -16,6 +16,8 @@ from geneinfer.models.knn import KNNGE, SampleKNN
 from geneinfer.models.linear import Lasso, LinearRegression, Ridge
 from geneinfer.models.pcr import PCARegression
 from geneinfer.models.registry import get_model_class, make_model
+from geneinfer.models.sample import SampleLasso
+from geneinfer.models.stack import StackedModel
 from geneinfer.models.svr import SVRRegression
 
 FLOAT32 = (
@@ -30,6 +32,8 @@ ESTIMATORS = [
     SampleKNN(),
     PCARegression(),
     SVRRegression(max_genes=2),
+    SampleLasso(),
+    StackedModel(candidates=("ridge", "knn-ge", "pcr")),
 ]
 
 
@@ -66,6 +70,8 @@ REGISTRY = {
     "knn": {"k": 3},
     "pcr": {"n_components": "auto"},
     "svr": {"max_genes": 4},
+    "sample-lasso": {"n_neighbors": 20},
+    "stack": {"candidates": ["ridge", "pcr", "knn-ge"]},
 }
 
 

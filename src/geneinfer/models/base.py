@@ -3,7 +3,17 @@
 Every model is a scikit-learn style multi-output regressor: ``fit(X, Y)`` with
 ``X`` of shape ``(n_samples, n_landmarks)`` and ``Y`` of shape ``(n_samples, n_targets)``,
 ``predict(X) -> (n_samples, n_targets)`` float32. Hyper-parameters are ``__init__`` keyword
-arguments stored unchanged; fitted state lives in attributes ending in ``_``.
+arguments stored unchanged (the seed is ``random_state``); fitted state lives in attributes
+ending in ``_``.
+
+Every ``fit`` accepts ``groups=None``: one label per training row (the study, e.g. the GEO
+series), so the training workflow can always pass it. Models that choose anything from data
+take ``fit(X, Y, *, groups=None, X_val=None, Y_val=None)``: a given validation set wins;
+else, with two or more groups, the choice is made by cross-validation over whole groups,
+scored by the within-group z-scored MSE (:mod:`geneinfer.models.selection`), and the model
+is refit on all rows; else the model's single-group rule applies (GCV, a random hold-out).
+They record the rule in ``selection_`` (``{"method": ..., "n_groups": ..., "scores": ...}``).
+Models that choose nothing ignore ``groups``.
 
 Saving never pickles: :meth:`GeneModel.fitted_state` returns numpy arrays (written to
 safetensors/npz) plus a JSON-able dict; :meth:`GeneModel.load_fitted_state` restores them.

@@ -10,7 +10,7 @@ statistics of :mod:`geneinfer.models.gram` (OLS, ridge, PCR, KNN-GE); it adds
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from geneinfer.errors import GeneinferError
 from geneinfer.models.base import GeneModel, JSONValue
 from geneinfer.models.gram import (
     CenteredGram,
@@ -31,6 +32,16 @@ from geneinfer.models.gram import (
     blas_threads,
     default_block_rows,
     iter_row_blocks,
+)
+from geneinfer.models.gram_cv import HeldOutGroup, grouped_stats, iter_folds
+from geneinfer.models.selection import (
+    GroupFolds,
+    GroupScores,
+    check_validation_pair,
+    n_distinct,
+    plan_folds,
+    score_gene_subset,
+    selection_record,
 )
 
 
@@ -105,6 +116,8 @@ class GramLinearModel(ClassicalModel):
 
     precision: Precision
     block_rows: int | None
+    #: fitted attributes of one selection rule, dropped when a new fit starts
+    _selection_attrs: tuple[str, ...] = ()
 
     # -- subclasses -------------------------------------------------------------------
     def _solve(self, gram: CenteredGram) -> np.ndarray:
@@ -112,16 +125,140 @@ class GramLinearModel(ClassicalModel):
         raise NotImplementedError
 
     # -- fitting ------------------------------------------------------------------------
-    def fit(self, X: Any, Y: Any) -> GramLinearModel:
-        """Fit on in-memory ``X`` (samples x landmarks) and ``Y`` (samples x targets)."""
+    def fit(
+        self,
+        X: Any,
+        Y: Any,
+        *,
+        groups: Any = None,
+        X_val: Any = None,
+        Y_val: Any = None,
+    ) -> GramLinearModel:
+        """Fit on in-memory ``X`` (samples x landmarks) and ``Y`` (samples x targets).
+
+        Models that choose a hyper-parameter from data choose it on ``X_val``/``Y_val`` when
+        given (and fit on ``X`` alone), else by study-aware cross-validation over ``groups``
+        (one label per row, e.g. the study; see :mod:`geneinfer.models.selection`) and refit
+        on every row, else by their single-group rule. ``selection_`` records which.
+        Models that choose nothing ignore ``groups`` and the validation set.
+        """
         X, Y = self._validate_fit(X, Y, gram_checks_finite=True)
-        self._stats = GramStats(precision=self.precision)
+        n_groups = n_distinct(groups, X.shape[0])
+        for key in ("selection_", "cv_scores_", "cv_genes_", *self._selection_attrs):
+            self.__dict__.pop(key, None)
+        if not self._chooses():
+            self._fit_all(X, Y)
+            return self
+        if check_validation_pair(X_val, Y_val):
+            X_val, Y_val = self._validate_val(X_val, Y_val, X.shape[1], Y.shape[1])
+            train = self._accumulate(X, Y)
+            val = GramStats(precision=self.precision, shift_x=train.shift_x,
+                            shift_y=train.shift_y)
+            for xb, yb in iter_row_blocks(X_val, Y_val, self.block_rows):
+                val.update(xb, yb, where="validation rows")
+            val.release_workspace()
+            self._fit_holdout(train, val, train)
+            self.selection_ = {**self.selection_, "holdout": "given", "n_groups": n_groups}
+            return self
+        folds = plan_folds(groups, X.shape[0])
+        if folds is None:
+            self._fit_single(X, Y)
+            self.selection_ = {**self.selection_, "n_groups": n_groups}
+        else:
+            self._fit_grouped(X, Y, folds)
+        return self
+
+    def _accumulate(self, X: np.ndarray, Y: np.ndarray) -> GramStats:
+        stats = GramStats(precision=self.precision)
         step = self.block_rows or default_block_rows(Y.shape[1])
         for i, (xb, yb) in enumerate(iter_row_blocks(X, Y, step)):
-            self._stats.update(xb, yb, where=f"rows {i * step + 1}-{i * step + len(xb)}")
-        self._stats.release_workspace()
+            stats.update(xb, yb, where=f"rows {i * step + 1}-{i * step + len(xb)}")
+        stats.release_workspace()
+        return stats
+
+    def _fit_all(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Fit with the hyper-parameters as they are (or chosen by ``_solve``'s own rule)."""
+        self._stats = self._accumulate(X, Y)
         self._finish(self._stats.centered())
-        return self
+
+    def _validate_val(
+        self, X_val: Any, Y_val: Any, p: int, t: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X_val = check_array(X_val, dtype=(np.float32, np.float64), input_name="X_val")
+        Y_val = check_array(Y_val, dtype=(np.float32, np.float64), ensure_2d=False,
+                            input_name="Y_val")
+        Y_val = Y_val[:, None] if Y_val.ndim == 1 else Y_val
+        check_consistent_length(X_val, Y_val)
+        if X_val.shape[1] != p or Y_val.shape[1] != t:
+            raise GeneinferError(
+                f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; expected {p}/{t} "
+                "like X/Y"
+            )
+        return X_val, Y_val
+
+    # -- hyper-parameter choice (subclasses that choose override these) -------------------
+    def _chooses(self) -> bool:
+        """Whether this configuration chooses anything from data."""
+        return False
+
+    def _fit_single(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """The single-group rule (GCV or a random hold-out); sets ``selection_``."""
+        self._fit_all(X, Y)
+
+    def _fit_holdout(self, train: GramStats, val: GramStats, final: GramStats) -> None:
+        """Choose on ``val`` with a model fitted on ``train``, then fit on ``final``."""
+        raise NotImplementedError
+
+    def _cv_genes(self, n_targets: int) -> np.ndarray:
+        """Target columns the cross-validation scores (all when chosen per gene)."""
+        per_gene = bool(getattr(self, "alpha_per_gene", False))
+        n_genes = None if per_gene else getattr(self, "cv_genes", None)
+        return score_gene_subset(n_targets, n_genes, getattr(self, "random_state", 0))
+
+    def _cv_prepare(self, full: CenteredGram) -> tuple[np.ndarray, Any]:
+        """(candidate grid, anything the fold scores and the final solve reuse)."""
+        raise NotImplementedError
+
+    def _cv_fold_scores(
+        self, train: CenteredGram, held: list[HeldOutGroup], grid: np.ndarray, ctx: Any,
+        n_total: int, genes: np.ndarray, floor: np.ndarray,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(group code, (H, S) scores)`` of every held-out group of one fold."""
+        raise NotImplementedError
+
+    def _cv_solve(
+        self, full: CenteredGram, grid: np.ndarray, ctx: Any, board: GroupScores,
+        genes: np.ndarray,
+    ) -> np.ndarray:
+        """Final coefficients (p, T) on all rows with the candidate(s) the scores pick."""
+        raise NotImplementedError
+
+    def _fit_grouped(self, X: np.ndarray, Y: np.ndarray, folds: GroupFolds) -> None:
+        """Study-aware choice from per-group sums, then the fit on every row."""
+        genes = self._cv_genes(Y.shape[1])
+        stats = grouped_stats(X, Y, folds, genes, precision=self.precision,
+                              block_rows=self.block_rows)
+        full = stats.total.centered()
+        grid, ctx = self._cv_prepare(full)
+        floor = stats.variance_floor()
+        board = GroupScores(len(grid), len(genes))
+        for train, held in iter_folds(stats, folds):
+            for code, scores in self._cv_fold_scores(train, held, grid, ctx, full.n, genes,
+                                                     floor):
+                board.add(code, scores)
+        self._stats = stats.total
+        coef = self._cv_solve(full, grid, ctx, board, genes)
+        self.cv_scores_ = board.per_gene().astype(np.float32)
+        self.cv_genes_ = genes.astype(np.int64)
+        self.selection_ = selection_record(
+            folds.method, n_groups=folds.n_groups, folds=folds, grid=self._grid_values(grid),
+            scores=board.overall(), score="within-group-z-mse", genes_scored=len(genes),
+        )
+        self._set_coefficients(full, coef)
+
+    def _grid_values(self, grid: np.ndarray) -> Any:
+        """The candidates as recorded in ``selection_``."""
+        return np.asarray(grid)
 
     def _can_partial_fit(self) -> bool:
         """Whether the hyper-parameters allow fitting from running statistics."""

@@ -143,6 +143,19 @@ class Moments:
     syy: np.ndarray
 
 
+@dataclass
+class BlockProducts:
+    """Products of one block about the shifts (see :meth:`GramStats.block_products`)."""
+
+    m: int
+    gram: np.ndarray  # (p + 1, p + 1) upper triangle: [X_s 1]'[X_s 1]
+    cross: np.ndarray  # (p + 1, T): [X_s 1]' Y_s (or [X_s 1]' Y when ``raw``)
+    syy: np.ndarray  # (T,) float64 sums of squares of Y - shift_y
+    raw: bool  # cross was formed from unshifted targets
+    shift_x: np.ndarray  # (p,) the shifts the products are about
+    shift_y: np.ndarray  # (T,)
+
+
 class GramStats:
     """Running sums ``n``, ``sum x``, ``sum y``, ``X'X``, ``X'Y``, ``diag(Y'Y)`` over row blocks.
 
@@ -192,7 +205,9 @@ class GramStats:
     def _init_sums(self, p: int, t: int) -> None:
         self.sx = np.zeros(p)
         self.sy = np.zeros(t)
-        self.sxx = np.zeros((p, p))
+        # Fortran order like the syrk results added to it: adding a transposed 7 MB
+        # matrix element by element costs 20-50 ms a block
+        self.sxx = np.zeros((p, p), order="F")
         self.sxy = np.zeros((p, t))
         self.syy = np.zeros(t)
 
@@ -205,6 +220,16 @@ class GramStats:
         only those ``p + T`` numbers are inspected (a separate ``isfinite`` scan of a
         D-GEX-sized ``Y`` takes 0.2-0.4 s).
         """
+        X, Y = self._check_block(X, Y, where)
+        if X.shape[0] == 0:
+            return self
+        self.add_products(self.block_products(X, Y, where=where))
+        return self
+
+    def _check_block(
+        self, X: np.ndarray, Y: np.ndarray, where: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both blocks as 2-D arrays of matching rows (and columns of earlier blocks)."""
         X = np.asarray(X)
         Y = np.asarray(Y)
         if Y.ndim == 1:
@@ -214,14 +239,25 @@ class GramStats:
                 f"{where}: landmark block {X.shape} and target block {Y.shape} do not match "
                 "(expected 2-D arrays with the same number of rows)"
             )
-        if X.shape[0] == 0:
-            return self
-        if self.sxx is not None and (X.shape[1] != self.n_features
-                                     or Y.shape[1] != self.n_targets):
+        if self.sxx is not None and X.shape[0] and (X.shape[1] != self.n_features
+                                                    or Y.shape[1] != self.n_targets):
             raise GeneinferError(
                 f"{where}: {X.shape[1]} landmarks and {Y.shape[1]} targets, but earlier blocks "
                 f"had {self.n_features} and {self.n_targets}"
             )
+        return X, Y
+
+    def block_products(self, X: np.ndarray, Y: np.ndarray, *, where: str = "block"
+                       ) -> BlockProducts:
+        """The products of one non-empty block about this object's shifts (sums unchanged).
+
+        Before the first block is added the shifts are that block's means.
+        :meth:`add_products` adds the products;
+        :class:`geneinfer.models.gram_cv.GroupedGramStats` also adds a column slice of them
+        to a group's sums, so one product serves both.
+        """
+        X, Y = self._check_block(X, Y, where)
+        # the first block's means become the shifts once its sums are added
         with np.errstate(invalid="ignore", over="ignore"):
             shift_x = X.mean(axis=0, dtype=np.float64) if self.shift_x is None else self.shift_x
             shift_y = Y.mean(axis=0, dtype=np.float64) if self.shift_y is None else self.shift_y
@@ -246,22 +282,36 @@ class GramStats:
                 raise NonFiniteValuesError.describe(X, Y, where)
             cross = self._buffer("_cross", (p + 1, t))
             np.matmul(xa.T, ys, out=cross)
+        return BlockProducts(m, gram, cross, syy, raw, shift_x, shift_y)
+
+    def add_products(self, prod: BlockProducts, cols: np.ndarray | None = None) -> None:
+        """Add a block's products (of target columns ``cols``, default all) to the sums.
+
+        The first products added fix the shifts; later ones must be about the same shifts
+        (``shift_y[cols]`` for a column slice).
+        """
+        cross = prod.cross if cols is None else prod.cross[:, cols]
+        syy = prod.syy if cols is None else prod.syy[cols]
+        shift_y = prod.shift_y if cols is None else prod.shift_y[cols]
+        p = prod.gram.shape[0] - 1
         if self.sxx is None:
-            self._init_sums(p, t)
-            self.shift_x, self.shift_y = shift_x, shift_y
-        self.n += m
+            self._init_sums(p, cross.shape[1])
+            if self.shift_x is None:
+                self.shift_x = prod.shift_x
+            if self.shift_y is None:
+                self.shift_y = shift_y
+        self.n += prod.m
         self.syy += syy
-        self.sxx += gram[:p, :p]
-        self.sx += gram[:p, p]
+        self.sxx += prod.gram[:p, :p]
+        self.sx += prod.gram[:p, p]
         self.sxy += cross[:p]
         self.sy += cross[p]
-        if raw:
+        if prod.raw:
             # the product was about 0, not shift_y: sum (x - s_x)(y - s_y)' is
             # X_s'Y - (sum of x - s_x) s_y', a rank-one update in place (a float64
             # (p x T) temporary would be another 72 MB of fresh memory per block)
-            _rank_one_update(self.sxy, gram[:p, p], shift_y, alpha=-1.0)
-            self.sy -= m * shift_y
-        return self
+            _rank_one_update(self.sxy, prod.gram[:p, p], shift_y, alpha=-1.0)
+            self.sy -= prod.m * shift_y
 
     def _buffer(self, name: str, shape: tuple[int, int]) -> np.ndarray:
         """A work array of at least ``shape`` in the product dtype, kept between blocks.
@@ -308,19 +358,34 @@ class GramStats:
         self._buffers = {}
 
     def __iadd__(self, other: GramStats) -> GramStats:
+        return self._combine(other, 1.0)
+
+    def __isub__(self, other: GramStats) -> GramStats:
+        """Remove the rows ``other`` summed (e.g. a held-out group from the total)."""
+        return self._combine(other, -1.0)
+
+    def _combine(self, other: GramStats, sign: float) -> GramStats:
         if other.n == 0:
             return self
-        if self.n == 0:
+        if self.n == 0 and sign > 0:
             self.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v)
                                   for k, v in other.__dict__.items() if k != "_buffers"})
             return self
         if not (np.array_equal(self.shift_x, other.shift_x)
                 and np.array_equal(self.shift_y, other.shift_y)):
-            raise ValueError("GramStats with different shifts cannot be added")
-        self.n += other.n
+            raise ValueError("GramStats with different shifts cannot be added or subtracted")
+        if sign < 0 and other.n > self.n:
+            raise ValueError(f"cannot remove {other.n} rows from sums of {self.n}")
+        self.n += int(sign) * other.n
         for key in ("sx", "sy", "sxx", "sxy", "syy"):
-            setattr(self, key, getattr(self, key) + getattr(other, key))
+            setattr(self, key, getattr(self, key) + sign * getattr(other, key))
         return self
+
+    def copy(self) -> GramStats:
+        """An independent copy of the sums (no work buffers)."""
+        out = GramStats(precision=self.precision)
+        out += self
+        return out
 
     # ------------------------------------------------------------------ results
     def _sxx_full(self) -> np.ndarray:

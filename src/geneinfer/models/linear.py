@@ -12,6 +12,7 @@ per-gene OLS inference of the non-landmark genes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ from geneinfer.errors import ConfigError
 from geneinfer.models.classical import GramLinearModel, split_stats, validation_mask
 from geneinfer.models.gram import (
     CenteredGram,
+    Eigenbasis,
     GramStats,
+    Moments,
     Precision,
     blas_threads,
     coef_from_eigen,
@@ -30,6 +33,14 @@ from geneinfer.models.gram import (
     pinv_solve,
     residual_ss_perp,
     validation_sse,
+)
+from geneinfer.models.gram_cv import HeldOutGroup, RidgeFoldScorer, score_coefficients
+from geneinfer.models.selection import (
+    GroupFolds,
+    GroupScores,
+    nan_mean,
+    selection_record,
+    zscore_mse_from_moments,
 )
 
 #: default ridge grid, relative to the mean eigenvalue of X_c'X_c (= n * mean landmark
@@ -83,17 +94,35 @@ class LinearRegression(GramLinearModel):
 
 
 class Ridge(GramLinearModel):
-    """Ridge regression for all targets, alpha chosen by generalized cross-validation.
+    """Ridge regression for all targets; alpha chosen over studies, on a validation set or by GCV.
 
     One eigendecomposition ``X_c'X_c = V diag(d) V'`` and one product ``Q = V'X_c'Y_c``
-    serve every alpha and every gene: for each alpha the residual sum of squares is
-    ``RSS_ols + sum_j Q_j^2 alpha^2 / (d_j (d_j + alpha)^2)`` and the effective degrees of
-    freedom ``1 + sum_j d_j / (d_j + alpha)``, so GCV(alpha) =
-    ``(RSS / n) / (1 - df / n)^2`` is computed for all alphas and genes with an
-    ``n_alphas x n_landmarks`` by ``n_landmarks x n_targets`` product and no residual
-    matrix. GCV (rather than k-fold CV, which would need a Gram matrix and a solve per fold
-    plus a validation quadratic form per alpha) is why choosing alpha costs little more
-    than the OLS fit; it is the rotation-invariant version of leave-one-out.
+    serve every alpha and every gene.
+
+    Choosing alpha (``selection_["method"]`` records which rule ran):
+
+    * ``groups`` with two or more studies of 3+ rows: **study-aware cross-validation**
+      (leave-one-group-out, or group K-fold above 10 groups; see
+      :mod:`geneinfer.models.selection`). Each fold's statistics are the total minus the
+      held-out groups' sums, accumulated per group in the same pass over the data
+      (:mod:`geneinfer.models.gram_cv`); one eigendecomposition per fold serves all alphas,
+      and each held-out group is scored by the within-group z-scored MSE ``2 (1 - r)``
+      from its own centred moments (all alphas of a group at the cost of about two
+      products, see :class:`geneinfer.models.gram_cv.RidgeFoldScorer`). The curve is
+      scored on ``cv_genes`` random target genes (alpha is one number for all genes), the
+      final model is fitted on every row.
+      A fold fitted on ``n_f`` of the ``n`` rows uses ``alpha * n_f / n``: the same penalty
+      per row as the final fit.
+    * ``X_val``/``Y_val`` given: the alpha with the smallest validation MSE (each gene's
+      MSE divided by its training variance, averaged), fitted on ``X`` alone.
+    * otherwise **GCV**: for each alpha the residual sum of squares is
+      ``RSS_ols + sum_j Q_j^2 alpha^2 / (d_j (d_j + alpha)^2)`` and the effective degrees
+      of freedom ``1 + sum_j d_j / (d_j + alpha)``, so GCV(alpha) =
+      ``(RSS / n) / (1 - df / n)^2`` is computed for all alphas and genes with an
+      ``n_alphas x n_landmarks`` by ``n_landmarks x n_targets`` product and no residual
+      matrix: choosing alpha costs little more than the OLS fit. It is the
+      rotation-invariant version of leave-one-out, so it rewards fitting each study's own
+      structure when the rows come from few studies.
 
     Parameters
     ----------
@@ -102,8 +131,14 @@ class Ridge(GramLinearModel):
         ``||y - Xb||^2 + alpha ||b||^2``). Default ``None``: 13 values
         ``logspace(-4, 2, 13)`` times the mean eigenvalue of ``X_c'X_c``.
     alpha_per_gene
-        Choose alpha separately for each target (GCV per gene) instead of the alpha with
-        the smallest GCV summed over genes.
+        Choose alpha separately for each target instead of one alpha for all (with groups,
+        every gene is then scored: per-group sums of all targets, ``n_groups`` times the
+        memory of ``X'Y``).
+    cv_genes
+        Number of target genes (seeded random subset) the study-aware curve is scored on;
+        ``None``: all. The validation-set rule uses the same subset.
+    random_state
+        Seed of that subset.
     precision, rcond, block_rows
         As in :class:`LinearRegression`.
 
@@ -115,25 +150,37 @@ class Ridge(GramLinearModel):
         The chosen penalty (an array when ``alpha_per_gene``).
     alphas_ : ndarray (n_alphas,)
         The absolute penalties tried.
+    selection_ : dict
+        Rule used (``"gcv"``, ``"holdout"``, ``"leave-one-group-out"``, ``"group-k-fold"``),
+        number of groups and folds, the grid and the mean score of each alpha.
     gcv_ : ndarray (n_alphas, n_targets), float32
-        GCV score (mean squared leave-one-out error estimate) of each alpha and gene.
+        (GCV) Score (mean squared leave-one-out error estimate) of each alpha and gene.
     gcv_mean_ : ndarray (n_alphas,)
-        Mean over genes: the curve that picks ``alpha_`` when not per gene.
+        (GCV) Mean over genes: the curve that picks ``alpha_`` when not per gene.
+    cv_scores_ : ndarray (n_alphas, n_scored), float32
+        (groups or validation set) Score of each alpha on each scored gene.
+    cv_genes_ : ndarray (n_scored,)
+        Target columns scored.
     """
 
     name = "ridge"
+    _selection_attrs = ("gcv_", "gcv_mean_")
 
     def __init__(
         self,
         *,
         alphas: Any = None,
         alpha_per_gene: bool = False,
+        cv_genes: int | None = 1000,
+        random_state: int | None = 0,
         precision: Precision = "float32",
         rcond: float | None = None,
         block_rows: int | None = None,
     ) -> None:
         self.alphas = alphas
         self.alpha_per_gene = alpha_per_gene
+        self.cv_genes = cv_genes
+        self.random_state = random_state
         self.precision = precision
         self.rcond = rcond
         self.block_rows = block_rows
@@ -149,6 +196,10 @@ class Ridge(GramLinearModel):
             raise ConfigError(f"ridge alphas must be non-negative numbers, got {self.alphas!r}")
         return alphas
 
+    def _chooses(self) -> bool:
+        return self.alphas is None or np.size(self.alphas) > 1
+
+    # ---- GCV (one group, partial_fit, fit_blocks) ---------------------------------------
     def _solve(self, gram: CenteredGram) -> np.ndarray:
         basis = eigenbasis(gram, rcond=self.rcond, precision=self.precision)
         alphas = self._alpha_grid(basis.d)
@@ -157,17 +208,96 @@ class Ridge(GramLinearModel):
         self.gcv_ = gcv.astype(np.float32)
         with np.errstate(invalid="ignore"):
             self.gcv_mean_ = gcv.mean(axis=1)
-        safe_d = np.where(basis.keep, basis.d, 1.0)
         if self.alpha_per_gene:
             best = _argmin_finite(gcv, axis=0)
-            alpha = alphas[best]
+        else:
+            best = int(_argmin_finite(self.gcv_mean_[:, None], axis=0)[0])
+        self.selection_ = selection_record("gcv", n_groups=1, grid=alphas,
+                                           scores=self.gcv_mean_, score="gcv")
+        return self._coef_at(basis, alphas, best)
+
+    def _coef_at(self, basis: Eigenbasis, alphas: np.ndarray, best: Any) -> np.ndarray:
+        """Coefficients (p, T) at grid index ``best`` (an int, or one per gene); sets alpha_."""
+        safe_d = np.where(basis.keep, basis.d, 1.0)
+        if np.ndim(best):
+            alpha = alphas[np.asarray(best)]
             self.alpha_ = alpha
             scale = 1.0 / (safe_d[:, None] + alpha[None, :])
         else:
-            alpha = float(alphas[_argmin_finite(self.gcv_mean_[:, None], axis=0)[0]])
-            self.alpha_ = alpha
-            scale = 1.0 / (safe_d + alpha)
+            self.alpha_ = float(alphas[int(best)])
+            scale = 1.0 / (safe_d + self.alpha_)
         return coef_from_eigen(basis, scale)
+
+    def _choose(self, board_or_scores: Any) -> Any:
+        """Grid index (or one per gene) from a score board."""
+        return board_or_scores.best_per_gene() if self.alpha_per_gene else board_or_scores.best()
+
+    # ---- a given validation set ------------------------------------------------------
+    def _fit_holdout(self, train: GramStats, val: GramStats, final: GramStats) -> None:
+        tg = train.centered()
+        basis = eigenbasis(tg, rcond=self.rcond, precision=self.precision)
+        alphas = self._alpha_grid(basis.d)
+        genes = self._cv_genes(tg.cxy.shape[1])
+        mom = val.moments_about(tg.mean_x, tg.mean_y)
+        mom = Moments(mom.n, mom.sxx, mom.sxy[:, genes], mom.syy[genes])
+        sub = Eigenbasis(basis.d, basis.V, basis.Q[:, genes], basis.keep)
+        safe_d = np.where(basis.keep, basis.d, 1.0)
+        var_y = np.where(tg.cyy[genes] > 0, tg.cyy[genes] / tg.n, 1.0)
+        mse = np.vstack([validation_sse(coef_from_eigen(sub, 1.0 / (safe_d + a)), mom)
+                         / (max(val.n, 1) * var_y) for a in alphas])
+        board = _ScoreTable(mse)
+        if final is not train:
+            tg = final.centered()
+            basis = eigenbasis(tg, rcond=self.rcond, precision=self.precision)
+        coef = self._coef_at(basis, alphas, self._choose(board))
+        self.alphas_ = alphas
+        self.cv_scores_ = mse.astype(np.float32)
+        self.cv_genes_ = genes.astype(np.int64)
+        self.selection_ = selection_record("holdout", n_groups=1, grid=alphas,
+                                           scores=board.overall(), score="standardized-mse",
+                                           genes_scored=len(genes))
+        self._stats = final
+        self._set_coefficients(tg, coef)
+
+    # ---- study-aware cross-validation --------------------------------------------------
+    def _cv_prepare(self, full: CenteredGram) -> tuple[np.ndarray, Eigenbasis]:
+        basis = eigenbasis(full, rcond=self.rcond, precision=self.precision)
+        return self._alpha_grid(basis.d), basis
+
+    def _cv_fold_scores(
+        self, train: CenteredGram, held: list[HeldOutGroup], grid: np.ndarray, ctx: Any,
+        n_total: int, genes: np.ndarray, floor: np.ndarray,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        basis = eigenbasis(train, rcond=self.rcond, precision=self.precision)
+        # the same penalty per row as the final fit
+        scorer = RidgeFoldScorer(basis, grid * (train.n / n_total))
+        for group in held:
+            cov, var_p = scorer.moments(group.gram)
+            yield group.code, zscore_mse_from_moments(
+                cov, var_p, group.gram.cyy[None, :], floor_y=floor[None, :] * group.gram.n)
+
+    def _cv_solve(
+        self, full: CenteredGram, grid: np.ndarray, ctx: Eigenbasis, board: GroupScores,
+        genes: np.ndarray,
+    ) -> np.ndarray:
+        self.alphas_ = grid
+        return self._coef_at(ctx, grid, self._choose(board))
+
+
+class _ScoreTable:
+    """A (candidates x genes) table of one validation set's scores, with GroupScores' API."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def overall(self) -> np.ndarray:
+        return nan_mean(self.scores, axis=1)
+
+    def best(self) -> int:
+        return int(_argmin_finite(self.overall()[:, None], axis=0)[0])
+
+    def best_per_gene(self) -> np.ndarray:
+        return _argmin_finite(self.scores, axis=0)
 
 
 def gcv_curve(basis: Any, gram: CenteredGram, alphas: np.ndarray) -> np.ndarray:
@@ -194,7 +324,7 @@ def _argmin_finite(values: np.ndarray, axis: int) -> np.ndarray:
 
 # ====================================================================== lasso
 class Lasso(GramLinearModel):
-    """Per-gene lasso for all targets at once, alpha chosen on a held-out split.
+    """Per-gene lasso for all targets at once, alpha chosen over studies or on a held-out split.
 
     Minimises ``(1/(2n)) ||y - b0 - X b||^2 + alpha ||b||_1`` for every target (the
     scikit-learn ``Lasso`` objective) by FISTA with adaptive restart on the Gram matrices,
@@ -203,11 +333,22 @@ class Lasso(GramLinearModel):
     active set. Alphas run from each gene's ``alpha_max`` (where all coefficients are zero)
     downwards with warm starts.
 
-    Choosing alpha: ``validation_fraction`` of the samples are held out; the path is fitted
-    on the rest and the held-out squared error of every alpha is computed from the
-    held-out Gram matrices. The path is then refitted on all samples and stopped at the
-    chosen alpha. With a fixed ``alpha`` the model fits that penalty directly (and
-    supports ``partial_fit``/``fit_blocks``).
+    Choosing alpha (a grid index shared by all genes unless ``alpha_per_gene``):
+
+    * ``groups`` with two or more studies: study-aware cross-validation as for
+      :class:`Ridge` (the path is fitted on each fold's statistics, total minus held-out
+      groups, for ``cv_genes`` random genes, and scored by the within-group z-scored MSE of
+      each held-out group from its own moments). The penalty of the scikit-learn objective
+      is already per row, so folds use the grid as it is.
+    * ``X_val``/``Y_val`` given: the path is fitted on ``X`` and scored by the validation
+      squared error; the final model is fitted on ``X``.
+    * otherwise ``validation_fraction`` of the samples are held out; the path is fitted
+      on the rest and the held-out squared error of every alpha is computed from the
+      held-out Gram matrices.
+
+    The path is then refitted on all training samples and stopped at the chosen alpha.
+    With a fixed ``alpha`` the model fits that penalty directly (and supports
+    ``partial_fit``/``fit_blocks``).
 
     Parameters
     ----------
@@ -222,7 +363,10 @@ class Lasso(GramLinearModel):
         Choose a grid point per gene (default: the grid index with the smallest held-out
         error summed over genes).
     validation_fraction, random_state
-        Size and seed of the held-out split.
+        Size and seed of the held-out split (and seed of the ``cv_genes`` subset).
+    cv_genes
+        Number of target genes (seeded random subset) the study-aware curve is scored on;
+        ``None``: all (always all with ``alpha_per_gene``).
     max_iter, tol
         FISTA iterations per alpha and duality-gap tolerance.
 
@@ -234,7 +378,12 @@ class Lasso(GramLinearModel):
     alphas_ : ndarray (n_alphas, n_targets)
         Grid of each gene (absolute).
     validation_mse_ : ndarray (n_alphas, n_targets), float32
-        Held-out mean squared error per grid point and gene (absent with a fixed alpha).
+        (hold-out) Mean squared error per grid point and gene (absent with a fixed alpha).
+    cv_scores_ : ndarray (n_alphas, n_scored), float32
+        (groups) Within-group z-scored MSE per grid point and scored gene (``cv_genes_``).
+    selection_ : dict
+        Rule used, number of groups and folds, grid (ratios to each gene's ``alpha_max``
+        with the default grid) and mean score per grid point.
     n_iter_ : int
         Total FISTA iterations.
     """
@@ -251,6 +400,7 @@ class Lasso(GramLinearModel):
         alpha_per_gene: bool = False,
         validation_fraction: float = 0.2,
         random_state: int | None = 0,
+        cv_genes: int | None = 1000,
         max_iter: int = 2000,
         tol: float = 1e-4,
         precision: Precision = "float32",
@@ -263,6 +413,7 @@ class Lasso(GramLinearModel):
         self.alpha_per_gene = alpha_per_gene
         self.validation_fraction = validation_fraction
         self.random_state = random_state
+        self.cv_genes = cv_genes
         self.max_iter = max_iter
         self.tol = tol
         self.precision = precision
@@ -302,22 +453,25 @@ class Lasso(GramLinearModel):
                 stacklevel=3,
             )
 
-    def fit(self, X: Any, Y: Any) -> Lasso:
-        """Fit every target; choose alpha on a held-out split unless ``alpha`` is set."""
-        if self.alpha is not None:
-            return super().fit(X, Y)
-        X, Y = self._validate_fit(X, Y, gram_checks_finite=True)
+    def _chooses(self) -> bool:
+        return self.alpha is None
+
+    def _fit_single(self, X: np.ndarray, Y: np.ndarray) -> None:
         mask = validation_mask(X.shape[0], self.validation_fraction, self.random_state)
         train, val = split_stats(X, Y, mask, precision=self.precision,
                                  block_rows=self.block_rows)
         full = GramStats(precision=self.precision)
         full += train
         full += val
-        full_gram = full.centered()
+        self._fit_holdout(train, val, full)
+        self.selection_["holdout"] = "random"
+
+    def _fit_holdout(self, train: GramStats, val: GramStats, final: GramStats) -> None:
+        """Path on ``train`` scored by the squared error on ``val``; refit on ``final``."""
+        full_gram = final.centered()
         grid = self._grid(full_gram)
         train_gram = train.centered()
         moments = val.moments_about(train_gram.mean_x, train_gram.mean_y)
-
         solver = _GramLasso(train_gram, self.max_iter, self.tol)
         coef = np.zeros_like(train_gram.cxy)
         sse = np.empty_like(grid)
@@ -329,21 +483,70 @@ class Lasso(GramLinearModel):
             best = _argmin_finite(mse, axis=0)
         else:
             best = np.full(grid.shape[1], _argmin_finite(mse.sum(axis=1), axis=0))
+        self.validation_mse_ = mse.astype(np.float32)
+        self.selection_ = selection_record("holdout", n_groups=1, grid=self._grid_values(grid),
+                                           scores=mse.mean(axis=1), score="mse")
+        self._final_path(final, full_gram, grid, best, [solver])
 
-        final = _GramLasso(full_gram, self.max_iter, self.tol)
-        coef = np.zeros_like(full_gram.cxy)
+    def _final_path(
+        self, stats: GramStats, gram: CenteredGram, grid: np.ndarray, best: np.ndarray,
+        solvers: list[_GramLasso],
+    ) -> None:
+        """Path on all training rows, each gene stopped at its chosen grid index."""
+        final = _GramLasso(gram, self.max_iter, self.tol)
+        coef = np.zeros_like(gram.cxy)
         chosen = np.zeros_like(coef)
         for k in range(int(best.max()) + 1):
             coef = final.solve(grid[k], coef)
             chosen[:, best == k] = coef[:, best == k]
-        final.n_iter += solver.n_iter
-        final.not_converged += solver.not_converged
+        for solver in solvers:
+            final.n_iter += solver.n_iter
+            final.not_converged += solver.not_converged
         self._record(final, grid[best, np.arange(grid.shape[1])])
         self.alphas_ = grid
-        self.validation_mse_ = mse.astype(np.float32)
-        self._stats = full
-        self._set_coefficients(full_gram, chosen)
-        return self
+        self._stats = stats
+        self._set_coefficients(gram, chosen)
+
+    def _fit_grouped(self, X: np.ndarray, Y: np.ndarray, folds: GroupFolds) -> None:
+        self._solvers: list[_GramLasso] = []
+        try:
+            super()._fit_grouped(X, Y, folds)
+        finally:
+            del self._solvers
+
+    def _cv_prepare(self, full: CenteredGram) -> tuple[np.ndarray, None]:
+        return self._grid(full), None
+
+    def _cv_fold_scores(
+        self, train: CenteredGram, held: list[HeldOutGroup], grid: np.ndarray, ctx: Any,
+        n_total: int, genes: np.ndarray, floor: np.ndarray,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        solver = _GramLasso(train, self.max_iter, self.tol)
+        self._solvers.append(solver)
+        coef = np.zeros_like(train.cxy)
+        path = np.empty((coef.shape[0], len(grid), coef.shape[1]))
+        for k, row in enumerate(grid):
+            coef = solver.solve(row[genes], coef)
+            path[:, k] = coef
+        for group in held:
+            yield group.code, score_coefficients(path, group.gram, floor,
+                                                 precision=self.precision)
+
+    def _cv_solve(
+        self, full: CenteredGram, grid: np.ndarray, ctx: Any, board: GroupScores,
+        genes: np.ndarray,
+    ) -> np.ndarray:
+        if self.alpha_per_gene:
+            best = board.best_per_gene()
+        else:
+            best = np.full(grid.shape[1], board.best())
+        self._final_path(self._stats, full, grid, best, self._solvers)
+        return self.coef_.T.astype(np.float64)
+
+    def _grid_values(self, grid: np.ndarray) -> Any:
+        if self.alphas is not None:
+            return grid[:, 0]
+        return np.logspace(0, np.log10(self.eps), self.n_alphas)
 
     def _grid(self, gram: CenteredGram) -> np.ndarray:
         t = gram.cxy.shape[1]

@@ -23,6 +23,12 @@ from geneinfer.errors import ConfigError, GeneinferError
 from geneinfer.models.base import GeneModel
 from geneinfer.models.nn.modules import build_module
 from geneinfer.models.nn.trainer import BatchSource, TrainConfig, Trainer
+from geneinfer.models.selection import (
+    MIN_GROUP_ROWS,
+    check_validation_pair,
+    group_codes,
+    n_distinct,
+)
 
 _PREDICT_ROWS = 4096
 _COMMON_DOC = """
@@ -119,17 +125,18 @@ class _NeuralRegressor(GeneModel):
         """Set ``landmark_order_`` (input column order); default: as given."""
         self.landmark_order_ = np.arange(Xs.shape[1], dtype=np.int64)
 
-    def _fit_base(self, Xs: np.ndarray, Ys: np.ndarray) -> None:
+    def _fit_base(self, Xs: np.ndarray, Ys: np.ndarray, groups: np.ndarray | None) -> None:
         """Fit a non-neural base predictor in standardized space (residual models)."""
 
     def _base_predict(self, Xs: np.ndarray) -> np.ndarray | None:
         return None
 
     # ---- fitting --------------------------------------------------------------------
-    def _train_config(self) -> TrainConfig:
+    def _train_config(self, max_epochs: int | None = None) -> TrainConfig:
         return TrainConfig(
             recipe=self.recipe, lr=self.lr, batch_size=int(self.batch_size),
-            max_epochs=int(self.max_epochs), patience=int(self.patience),
+            max_epochs=int(self.max_epochs if max_epochs is None else max_epochs),
+            patience=int(self.patience),
             weight_decay=self.weight_decay, precision=self.precision, device=self.device,
             seed=int(self.random_state), checkpoint_dir=self.checkpoint_dir,
             checkpoint_every_steps=self.checkpoint_every_steps, progress=bool(self.progress),
@@ -156,60 +163,156 @@ class _NeuralRegressor(GeneModel):
             self.x_mean_, self.x_scale_ = np.zeros(p, np.float32), np.ones(p, np.float32)
             self.y_mean_, self.y_scale_ = np.zeros(q, np.float32), np.ones(q, np.float32)
 
-    def fit(self, X, Y, *, X_val=None, Y_val=None):
+    def fit(self, X, Y, *, groups=None, X_val=None, Y_val=None):
         """Train on ``X`` (samples x landmarks) -> ``Y`` (samples x targets).
 
-        ``X_val``/``Y_val`` (optional) are used for early stopping instead of an internal
-        split of ``validation_fraction``. NaN in ``Y`` is left out of the loss.
+        Early stopping watches, by precedence:
+
+        * ``X_val``/``Y_val`` when given (the networks train on ``X``);
+        * with ``groups`` (one label per row, e.g. the study; two or more groups of 3+
+          rows): whole held-out groups, drawn at random (``random_state``) until they hold
+          about ``validation_fraction`` of the rows (at least one group), scored by the
+          within-group z-scored MSE of :mod:`geneinfer.models.selection`. The best epoch of
+          each network is recorded and the networks are then **refit on all rows** for
+          that many epochs (the learning-rate schedule spans those epochs);
+        * otherwise a random ``validation_fraction`` of the rows (no refit).
+
+        NaN in ``Y`` is left out of the loss. ``selection_`` records the rule used.
         """
         X = _check_2d("X", X, allow_nan=False)
         Y = _check_2d("Y", Y, allow_nan=True)
         if X.shape[0] != Y.shape[0]:
             raise GeneinferError(f"X has {X.shape[0]} samples but Y has {Y.shape[0]}")
-        if (X_val is None) != (Y_val is None):
-            raise ConfigError("give both X_val and Y_val, or neither")
-        if X_val is not None:
-            X_val = _check_2d("X_val", X_val, allow_nan=False)
-            Y_val = _check_2d("Y_val", Y_val, allow_nan=True)
-            if X_val.shape[1] != X.shape[1] or Y_val.shape[1] != Y.shape[1]:
-                raise GeneinferError(
-                    f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; "
-                    f"expected {X.shape[1]}/{Y.shape[1]} like X/Y"
-                )
+        if check_validation_pair(X_val, Y_val):
+            X_val, Y_val = self._check_val(X_val, Y_val, X.shape[1], Y.shape[1])
             train_rows, val_rows = np.arange(X.shape[0]), None
+            # the groups still reach a residual model's ridge base
+            codes = None if groups is None else group_codes(groups, X.shape[0])[0]
+            selection = {"method": "holdout", "holdout": "given", "score": "mse"}
         else:
-            train_rows, val_rows = self._split(X.shape[0])
+            train_rows, val_rows, codes, selection = self._choose_split(groups, X.shape[0])
         self._stats(X, Y, train_rows)
         self.n_features_in_, self.n_targets_ = X.shape[1], Y.shape[1]
-        train_src, val_src = self._sources(X, Y, train_rows, val_rows, X_val, Y_val)
+        train_src, val_src = self._sources(X, Y, train_rows, val_rows, X_val, Y_val, codes)
         self._train_networks(train_src, val_src)
+        if selection["method"] == "group-holdout":
+            self._refit_all_rows(X, Y, codes)
+            selection["best_epochs"] = [h["early_stopping"]["best_epoch"] for h in self.history_]
+            selection["refit"] = True
+        else:
+            selection["best_epochs"] = [h["best_epoch"] for h in self.history_]
+        self.selection_ = {**selection, "n_groups": n_distinct(groups, X.shape[0])}
         return self
 
-    def _sources(self, X, Y, train_rows, val_rows, X_val, Y_val):
-        """BatchSources for training and validation (standardized on the fly if possible)."""
+    @staticmethod
+    def _check_val(X_val, Y_val, p: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+        X_val = _check_2d("X_val", X_val, allow_nan=False)
+        Y_val = _check_2d("Y_val", Y_val, allow_nan=True)
+        if X_val.shape[1] != p or Y_val.shape[1] != t:
+            raise GeneinferError(
+                f"X_val/Y_val have {X_val.shape[1]}/{Y_val.shape[1]} genes; "
+                f"expected {p}/{t} like X/Y"
+            )
+        return X_val, Y_val
+
+    def _choose_split(self, groups: Any, n: int):
+        """(training rows, validation rows or None, group codes or None, selection record)."""
+        split = self._group_split(groups, n)
+        if split is None:
+            train_rows, val_rows = self._split(n)
+            selection = ({"method": "none"} if val_rows is None else
+                         {"method": "holdout", "holdout": "random", "score": "mse"})
+            return train_rows, val_rows, None, selection
+        train_rows, val_rows, codes = split
+        selection = {"method": "group-holdout", "score": "within-group-z-mse",
+                     "n_groups_scored": int(np.unique(codes[val_rows]).size),
+                     "validation_rows": len(val_rows)}
+        return train_rows, val_rows, codes, selection
+
+    def _group_split(
+        self, groups: Any, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(training rows, validation rows, group codes) of a split into whole groups.
+
+        ``None`` when there are no groups, fewer than two groups of 3+ rows, or
+        ``validation_fraction`` is 0. Groups are visited in a seeded random order and held
+        out when that brings the held-out rows closer to ``validation_fraction * n``.
+        """
+        frac = float(self.validation_fraction)
+        if groups is None or frac == 0:
+            return None
+        if not 0.0 < frac < 1.0:
+            raise ConfigError(f"validation_fraction must be in [0, 1), got {frac}")
+        codes, n_groups = group_codes(groups, n)
+        sizes = np.bincount(codes, minlength=n_groups)
+        scorable = np.flatnonzero(sizes >= MIN_GROUP_ROWS)
+        if scorable.size < 2:
+            return None
+        target = frac * n
+        held: list[int] = []
+        total = 0
+        for g in np.random.default_rng(self.random_state).permutation(scorable):
+            size = int(sizes[g])
+            if abs(total + size - target) < abs(total - target) and n - total - size >= 2:
+                held.append(int(g))
+                total += size
+        if not held:  # every group is far larger than the target: the smallest one
+            held = [int(scorable[np.argmin(sizes[scorable])])]
+        val = np.isin(codes, held)
+        if (~val).sum() < 2:
+            raise GeneinferError(f"only {n} samples: too few to hold out a whole group")
+        return np.flatnonzero(~val), np.flatnonzero(val), codes
+
+    def _refit_all_rows(self, X: np.ndarray, Y: np.ndarray, codes: np.ndarray) -> None:
+        """Train fresh networks on every row for the best epoch count of each."""
+        early = self.history_
+        rows = np.arange(X.shape[0])
+        self._stats(X, Y, rows)
+        train_src, _ = self._sources(X, Y, rows, None, None, None, codes)
+        self._train_networks(train_src, None, epochs=[h["best_epoch"] for h in early],
+                             prefix="refit")
+        for hist, first in zip(self.history_, early):
+            hist["early_stopping"] = {k: v for k, v in first.items() if k != "targets"}
+
+    def _sources(self, X, Y, train_rows, val_rows, X_val, Y_val, codes=None):
+        """BatchSources for training and validation (standardized on the fly if possible).
+
+        ``codes`` (group code per row of ``X``) mark the validation rows' groups, which
+        switches the validation score to the within-group one, and reach the ridge base of
+        residual models.
+        """
         xs_fit = (X[train_rows] - self.x_mean_) / self.x_scale_
         self._fit_input_order(xs_fit)
         if self._has_base:  # only residual models need a standardized copy of Y
-            self._fit_base(xs_fit, (Y[train_rows] - self.y_mean_) / self.y_scale_)
+            self._fit_base(xs_fit, (Y[train_rows] - self.y_mean_) / self.y_scale_,
+                           None if codes is None else codes[train_rows])
         del xs_fit
         order = self.landmark_order_
         stats = {"x_mean": self.x_mean_[order], "x_scale": self.x_scale_[order],
                  "y_mean": self.y_mean_, "y_scale": self.y_scale_}
+        val_groups = None
         if X_val is None and val_rows is not None:
             X_val, Y_val = X[val_rows], Y[val_rows]
+            val_groups = None if codes is None else codes[val_rows]
         if not self._has_base:
             train = BatchSource(X, Y, rows=train_rows, x_cols=order, **stats)
-            val = None if X_val is None else BatchSource(X_val, Y_val, x_cols=order, **stats)
+            val = None if X_val is None else BatchSource(X_val, Y_val, x_cols=order,
+                                                         groups=val_groups, **stats)
             return train, val
         # residual models: targets are standardized Y minus the base prediction
         def residual(Xa, Ya):
             xs = (Xa - self.x_mean_) / self.x_scale_
-            r = (Ya - self.y_mean_) / self.y_scale_ - self._base_predict(xs)
-            return np.ascontiguousarray(xs[:, order], np.float32), r.astype(np.float32)
+            base = self._base_predict(xs)
+            r = (Ya - self.y_mean_) / self.y_scale_ - base
+            return np.ascontiguousarray(xs[:, order], np.float32), r.astype(np.float32), base
 
-        train = BatchSource(*residual(X[train_rows], Y[train_rows]))
-        val = None if X_val is None else BatchSource(*residual(X_val, Y_val))
-        return train, val
+        train = BatchSource(*residual(X[train_rows], Y[train_rows])[:2])
+        if X_val is None:
+            return train, None
+        xs, r, base = residual(X_val, Y_val)
+        # the within-group score needs whole predictions (base + residual network)
+        return train, BatchSource(xs, r, groups=val_groups,
+                                  offset=None if val_groups is None else base)
 
     def _chunks(self, n_out: int) -> list[tuple[int, int]]:
         size = self.target_chunk_size
@@ -219,8 +322,14 @@ class _NeuralRegressor(GeneModel):
             raise ConfigError(f"target_chunk_size must be >= 1, got {size}")
         return [(s, min(s + int(size), n_out)) for s in range(0, n_out, int(size))]
 
-    def _train_networks(self, train: BatchSource, val: BatchSource | None) -> None:
-        trainer = Trainer(self._train_config())
+    def _train_networks(
+        self, train: BatchSource, val: BatchSource | None, *, epochs: list[int] | None = None,
+        prefix: str = "net",
+    ) -> None:
+        """One network per target chunk; ``epochs`` (per chunk) replaces ``max_epochs``.
+
+        A chunk with 0 epochs keeps its initial network (what its early stopping chose).
+        """
         self.modules_, self.module_specs_, self.history_ = [], [], []
         chunks = self._chunks(train.n_out)
         for i, (start, stop) in enumerate(chunks):
@@ -233,10 +342,16 @@ class _NeuralRegressor(GeneModel):
                 module = build_module(kind, tr.n_in, stop - start, **config)
             spec = {"kind": kind, "config": config, "n_in": tr.n_in,
                     "n_out": stop - start, "start": start, "stop": stop}
-            result = trainer.fit(module, tr, va, run_name=f"net{i}", module_config=spec)
+            n_epochs = None if epochs is None else int(epochs[i])
+            if n_epochs == 0:
+                result = _untrained_result()
+            else:
+                trainer = Trainer(self._train_config(n_epochs))
+                result = trainer.fit(module, tr, va, run_name=f"{prefix}{i}",
+                                     module_config=spec).to_json()
             self.modules_.append(module.cpu().eval())
             self.module_specs_.append(spec)
-            self.history_.append({"targets": [start, stop], **result.to_json()})
+            self.history_.append({"targets": [start, stop], **result})
 
     # ---- prediction -----------------------------------------------------------------
     def predict(self, X) -> np.ndarray:
@@ -272,7 +387,8 @@ class _NeuralRegressor(GeneModel):
             for name, tensor in module.state_dict().items():
                 arrays[f"net{i}.{name}"] = tensor.detach().cpu().float().numpy()
         meta = {"module_specs_": self.module_specs_, "history_": self.history_,
-                "n_features_in_": int(self.n_features_in_), "n_targets_": int(self.n_targets_)}
+                "n_features_in_": int(self.n_features_in_), "n_targets_": int(self.n_targets_),
+                "selection_": getattr(self, "selection_", None)}
         return arrays, meta
 
     def load_fitted_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -280,6 +396,8 @@ class _NeuralRegressor(GeneModel):
             setattr(self, k, np.asarray(arrays[k]))
         self.module_specs_ = list(meta["module_specs_"])
         self.history_ = meta.get("history_", [])
+        if meta.get("selection_") is not None:
+            self.selection_ = meta["selection_"]
         self.n_features_in_, self.n_targets_ = int(meta["n_features_in_"]), int(meta["n_targets_"])
         self.modules_ = []
         for i, spec in enumerate(self.module_specs_):
@@ -291,6 +409,14 @@ class _NeuralRegressor(GeneModel):
             self.modules_.append(module.eval())
 
 
+def _untrained_result() -> dict[str, Any]:
+    """History of a network kept at its initial weights (best epoch 0: no refit steps)."""
+    return {"history": [{"epoch": 0, "train_loss": None, "val_loss": None, "lr": 0.0,
+                         "seconds": 0.0}], "best_epoch": 0, "best_val_loss": None,
+            "stopped_early": False, "resumed_from": None, "device": None,
+            "precision": None, "world_size": 1, "steps": 0, "seconds": 0.0}
+
+
 def _with_cols(src: BatchSource, cols: slice | None) -> BatchSource:
     """``src`` restricted to target columns ``cols`` (statistics restricted alike)."""
     if cols is None:
@@ -299,7 +425,8 @@ def _with_cols(src: BatchSource, cols: slice | None) -> BatchSource:
         src.X, src.Y, rows=src.rows, x_cols=src.x_cols, y_cols=cols,
         x_mean=src.x_mean, x_scale=src.x_scale,
         y_mean=None if src.y_mean is None else src.y_mean[cols],
-        y_scale=None if src.y_scale is None else src.y_scale[cols],
+        y_scale=None if src.y_scale is None else src.y_scale[cols], groups=src.groups,
+        offset=None if src.offset is None else src.offset[:, cols],
     )
 
 
@@ -460,8 +587,8 @@ class RidgeResidualMLP(_NeuralRegressor):
 
     _ARRAYS = (*_NeuralRegressor._ARRAYS, "ridge_coef_", "ridge_intercept_")
 
-    def _fit_base(self, Xs, Ys):
-        coef, intercept, alpha = _fit_ridge(Xs, Ys, self.alphas)
+    def _fit_base(self, Xs, Ys, groups):
+        coef, intercept, alpha = _fit_ridge(Xs, Ys, self.alphas, groups)
         self.ridge_coef_, self.ridge_intercept_, self.ridge_alpha_ = coef, intercept, alpha
 
     def _base_predict(self, Xs):
@@ -481,8 +608,11 @@ class RidgeResidualMLP(_NeuralRegressor):
         self.ridge_alpha_ = float(meta["ridge_alpha_"])
 
 
-def _fit_ridge(Xs: np.ndarray, Ys: np.ndarray, alphas) -> tuple[np.ndarray, np.ndarray, float]:
-    """Ridge on standardized data, penalty chosen by GCV (:class:`geneinfer.models.linear.Ridge`).
+def _fit_ridge(
+    Xs: np.ndarray, Ys: np.ndarray, alphas, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge on standardized data (:class:`geneinfer.models.linear.Ridge`): penalty chosen
+    over the studies in ``groups`` when there are two or more, else by GCV.
 
     ``alphas=None`` uses that class's default grid (relative to the data's scale).
     """
@@ -491,7 +621,7 @@ def _fit_ridge(Xs: np.ndarray, Ys: np.ndarray, alphas) -> tuple[np.ndarray, np.n
     from geneinfer.models.linear import Ridge
 
     grid = None if alphas is None else tuple(float(a) for a in np.atleast_1d(alphas))
-    model = Ridge(alphas=grid).fit(Xs, Ys)
+    model = Ridge(alphas=grid).fit(Xs, Ys, groups=groups)
     coef = np.asarray(model.coef_, dtype=np.float32).reshape(Ys.shape[1], Xs.shape[1])
     intercept = np.asarray(model.intercept_, dtype=np.float32).reshape(Ys.shape[1])
     return coef, intercept, float(np.mean(model.alpha_))

@@ -22,6 +22,8 @@ _MODELS: dict[str, str] = {
     "cnn": "geneinfer.models.neural:LandmarkCNN",
     "ridge-mlp": "geneinfer.models.neural:RidgeResidualMLP",
     "per-gene-best": "geneinfer.models.ensemble:PerGeneSelector",
+    "sample-lasso": "geneinfer.models.sample:SampleLasso",
+    "stack": "geneinfer.models.stack:StackedModel",
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
 

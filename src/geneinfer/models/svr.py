@@ -59,6 +59,8 @@ class SVRRegression(ClassicalModel):
     svr_intercept_ : ndarray (n_svr,)
     fallback_coef_, fallback_mean_x_, fallback_mean_y_ : ndarray
         The ridge model used for the other genes: ``mean_y + (x - mean_x) @ coef.T``.
+    fallback_selection_ : dict
+        How that ridge model chose its alpha (its ``selection_``).
     """
 
     name = "svr"
@@ -82,13 +84,19 @@ class SVRRegression(ClassicalModel):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: Any, Y: Any) -> SVRRegression:
-        """Fit ridge on all targets and an SVR on each of ``max_genes`` random targets."""
+    def fit(self, X: Any, Y: Any, *, groups: Any = None) -> SVRRegression:
+        """Fit ridge on all targets and an SVR on each of ``max_genes`` random targets.
+
+        ``groups`` (one label per row, e.g. the study) is passed to the ridge fallback,
+        whose alpha is then chosen over studies (:class:`geneinfer.models.linear.Ridge`);
+        the SVRs' own parameters are fixed.
+        """
         if self.kernel not in ("rbf", "linear"):
             raise ConfigError(f"SVR kernel must be 'rbf' or 'linear', got {self.kernel!r}")
         X, Y = self._validate_fit(X, Y)
         t = Y.shape[1]
-        ridge = Ridge().fit(X, Y)
+        ridge = Ridge().fit(X, Y, groups=groups)
+        self.fallback_selection_ = ridge.selection_
         self.fallback_coef_ = ridge.coef_
         self.fallback_mean_x_ = ridge.mean_x_
         self.fallback_mean_y_ = ridge.mean_y_

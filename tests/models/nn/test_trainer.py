@@ -220,3 +220,23 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert m0["history_"][0]["world_size"] == 2
     assert m0["history_"][0]["steps"] == m_single["history_"][0]["steps"] == 30
     _assert_same_weights(a_single, a0, atol=2e-5)
+
+
+def test_validation_with_groups_is_the_within_group_z_scored_mse():
+    """``2 (1 - r)`` per gene and group, averaged over genes, then groups (weight 1 each)."""
+    from geneinfer.models.selection import zscore_mse
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 5)).astype(np.float32)
+    Y = (X @ rng.normal(size=(5, 3)) + rng.normal(size=(90, 3))).astype(np.float32)
+    groups = np.repeat([0, 1, 2], [50, 30, 10])
+    Y[groups == 1] += 5.0  # a study offset: not counted
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 3)
+    trainer = Trainer(TrainConfig(device="cpu", precision="fp32", progress=False))
+    got = trainer._evaluate(net, BatchSource(X, Y, groups=groups), torch.device("cpu"), "fp32")
+    with torch.no_grad():
+        pred = net(torch.from_numpy(X)).numpy()
+    expected = np.mean([np.nanmean(zscore_mse(Y[groups == g], pred[groups == g]))
+                        for g in range(3)])
+    assert got == pytest.approx(expected, rel=1e-6)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from geneinfer.errors import ConfigError
 from geneinfer.models.nn import distributed as D
+from geneinfer.models.selection import constant_floor, zscore_mse_from_moments
 from geneinfer.utils.files import atomic_path
 from geneinfer.utils.memory import reuse_freed_memory
 
@@ -65,6 +66,14 @@ class BatchSource:
         Column subsets (e.g. a reordering of landmarks, or one chunk of targets).
     x_mean, x_scale, y_mean, y_scale
         Per-column standardization of the *selected* columns (``None`` = none).
+    groups
+        Group code (``0..G-1``, e.g. the study) of each row of this source. A validation
+        source with groups is scored by the within-group z-scored MSE (see
+        :func:`within_group_score`) instead of the MSE.
+    offset
+        (rows x targets of ``Y``) A prediction the network's output is added to, e.g. the
+        ridge base of a residual model: the within-group score compares ``offset +
+        output`` with ``offset + target`` (the MSE does not depend on it).
     """
 
     X: np.ndarray
@@ -77,6 +86,8 @@ class BatchSource:
     y_mean: np.ndarray | None = None
     y_scale: np.ndarray | None = None
     has_nan: bool = field(default=False)
+    groups: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows) if self.rows is not None else self.X.shape[0]
@@ -115,6 +126,8 @@ class BatchSource:
             h.update(str(arr.shape).encode())
             h.update(np.nan_to_num(arr, nan=-999.0).tobytes())
         h.update(str((n, self.n_in, self.n_out)).encode())
+        if self.groups is not None:
+            h.update(np.ascontiguousarray(self.groups, dtype=np.int64).tobytes())
         return h.hexdigest()
 
 
@@ -404,21 +417,31 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self, module, val: BatchSource | None, device, precision) -> float | None:
+        """MSE of the standardized targets on ``val`` (NaN left out), or, for a source
+        with groups, the within-group z-scored MSE of :func:`within_group_score`."""
         if val is None or len(val) == 0:
             return None
         module.eval()
         sse, count = 0.0, 0
+        grouped = None if val.groups is None else _GroupMoments(val.groups, val.n_out, device)
         for start in range(0, len(val), _EVAL_ROWS):
-            x, y = val.batch(np.arange(start, min(start + _EVAL_ROWS, len(val))))
+            rows = np.arange(start, min(start + _EVAL_ROWS, len(val)))
+            x, y = val.batch(rows)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 pred = module(x.to(device)).float()
             y = y.to(device)
+            if grouped is not None:
+                if val.offset is not None:
+                    base = torch.from_numpy(np.asarray(val.offset[rows], np.float32)).to(device)
+                    pred, y = pred + base, y + base
+                grouped.add(pred, y, rows)
+                continue
             mask = ~torch.isnan(y)
             diff = torch.where(mask, pred - torch.nan_to_num(y), torch.zeros_like(pred))
             sse += float(diff.double().square().sum())
             count += int(mask.sum())
         module.train()
-        return sse / max(count, 1)
+        return grouped.score() if grouped is not None else sse / max(count, 1)
 
     # ---- schedule / optimizer -------------------------------------------------------
     def _optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
@@ -518,6 +541,55 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- helpers
+class _GroupMoments:
+    """Per-group, per-gene sums of truth and prediction over a validation pass (float64)."""
+
+    def __init__(self, groups: np.ndarray, n_out: int, device: torch.device) -> None:
+        self.codes = torch.as_tensor(np.asarray(groups, dtype=np.int64), device=device)
+        n_groups = int(self.codes.max()) + 1 if len(self.codes) else 0
+        self.sums = {key: torch.zeros(n_groups, n_out, dtype=torch.float64, device=device)
+                     for key in ("n", "y", "yy", "p", "pp", "py")}
+
+    def add(self, pred: torch.Tensor, y: torch.Tensor, rows: np.ndarray) -> None:
+        codes = self.codes[torch.as_tensor(rows, device=self.codes.device)]
+        mask = ~torch.isnan(y)
+        w = mask.double()
+        yv = torch.nan_to_num(y).double() * w
+        pv = pred.double() * w
+        for key, value in (("n", w), ("y", yv), ("yy", yv * yv), ("p", pv), ("pp", pv * pv),
+                           ("py", pv * yv)):
+            self.sums[key].index_add_(0, codes, value)
+
+    def score(self) -> float:
+        s = {k: v.cpu().numpy() for k, v in self.sums.items()}
+        return within_group_score(s["n"], s["y"], s["yy"], s["p"], s["pp"], s["py"])
+
+
+def within_group_score(n, sy, syy, sp, spp, spy) -> float:
+    """Mean over groups of the mean over genes of ``2 (1 - r)`` from per-group sums.
+
+    All arguments are (groups x genes) sums over each group's rows (``n``: rows with a
+    value). Genes with fewer than 3 values or a constant truth in a group are left out of
+    that group; a prediction constant in the group scores 2. Groups without a scored gene
+    are left out (see :mod:`geneinfer.models.selection`, the same rule).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.maximum(n, 1.0)
+        my, mp = sy / m, sp / m
+        var_y = syy / m - my * my
+        var_p = np.maximum(spp / m - mp * mp, 0.0)
+        cov = spy / m - mp * my
+        total = np.maximum(n.sum(0), 1.0)
+        var_all = syy.sum(0) / total - (sy.sum(0) / total) ** 2
+    scores = zscore_mse_from_moments(cov, var_p, var_y, floor_y=constant_floor(var_all))
+    scores[n < 3] = np.nan
+    scored = np.isfinite(scores).any(axis=1)
+    if not scored.any():
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(np.nanmean(scores[scored], axis=1)))
+
+
 def _losses(pred: torch.Tensor, y: torch.Tensor, *, sum_outputs: bool):
     """(per-value MSE for reports, loss to optimize). NaN targets are left out of both.
 
