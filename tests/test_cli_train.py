@@ -65,7 +65,9 @@ def test_landmarks_are_lincs_entrez_ids(trained, lincs):
     sym = dict(zip(lincs["pr_gene_id"], lincs["pr_gene_symbol"]))
     agree = np.mean([sym[g] == s for g, s in zip(model.landmark_ids, model.landmark_symbols)])
     assert agree > 0.95  # GPL96 symbols match LINCS symbols for nearly all landmarks
-    assert model.info["n_train_samples"] + model.info["n_valid_samples"] == 57 + 105
+    # two studies: each scored by a model fitted on the other, then fitted on both
+    assert model.info["n_train_samples"] == model.info["n_valid_samples"] == 57 + 105
+    assert model.info["validation_rule"] == "out-of-group"
     assert model.info["valid_r_median"] > 0.3
 
 
@@ -74,7 +76,9 @@ def test_summary_lists_missing_landmarks(trained):
     missing = model.info["panel"]["landmarks_missing"]
     assert missing and f"missing      {len(missing)} landmarks: {missing[0]}" in out
     assert f"{len(model.landmark_ids)} of 978 landmarks found" in out
-    assert "samples      130 train, 32 valid" in out
+    assert "samples      162 train in 2 group(s) of dataset" in out
+    assert "selection    leave-one-group-out over 2 groups; alpha" in out
+    assert "scored on    162 profiles: out-of-group" in out
     assert "validation   MAE" in out and "median r" in out
     assert f"saved        {trained[0]}" in out
 

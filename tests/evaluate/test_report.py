@@ -44,6 +44,22 @@ def test_reliability_table_counts_thresholds():
     assert row["n_genes"] == 5
     assert (row["r>=0.3"], row["r>=0.5"], row["r>=0.7"]) == (4, 3, 2)
     assert row["share r>=0.7"] == pytest.approx(0.4)
+    assert "stored_vs_test_r" not in row  # no stored r: no promise to check
+
+
+def test_reliability_table_checks_the_stored_r_against_the_test_r():
+    rng = np.random.default_rng(0)
+    test_r = rng.uniform(-0.2, 0.9, 200)
+    pg = pd.DataFrame({"model": "m", "split": "lodo", "test_set": "a",
+                       "gene": [str(i) for i in range(200)], "r": test_r,
+                       "stored_r": test_r + 0.3 + rng.normal(0, 0.1, 200)})
+    pg.loc[0, "stored_r"] = np.nan
+    row = reliability_table(pg).iloc[0]
+    ok = pg["stored_r"].notna()
+    assert row["stored_vs_test_r"] == pytest.approx(
+        np.corrcoef(pg["stored_r"][ok], test_r[ok])[0, 1])
+    assert 0.9 < row["stored_vs_test_r"] < 1.0
+    assert row["stored_r_median"] - row["test_r_median"] == pytest.approx(0.3, abs=0.05)
 
 
 def test_model_test_table_averages_folds_and_orders_by_mean():

@@ -37,13 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training expression files (GCT, GCTX, SOFT, TSV/CSV, h5ad; any scale)",
     )
     parser.add_argument(
-        "--valid", metavar="FILE", help="validation file (default: hold out --valid-fraction of "
-        "the --train samples)"
+        "--groups", metavar="COLUMN", default=None,
+        help="sample-metadata column naming each profile's study, e.g. a GEO series id "
+        "(default: the --train file; 'none': all one group); hyper-parameters are chosen and "
+        "the stored per-gene r/MAE measured on studies left out",
+    )
+    parser.add_argument(
+        "--refit", choices=("auto", "yes", "no"), default="auto",
+        help="networks and other iterative models validated on held-out studies: fit a fresh "
+        "copy on all profiles afterwards (auto: up to 20,000 profiles; default: auto)",
+    )
+    parser.add_argument(
+        "--valid", metavar="FILE", help="validation file (default: studies left out of the "
+        "--train data, see --groups; with one study, --valid-fraction of its samples)"
     )
     parser.add_argument(
         "--valid-fraction", type=float, default=VALID_FRACTION, metavar="F",
-        help="share of the training samples held out for validation when no --valid file is "
-        "given (default: %(default)s)",
+        help="share of the training samples held out (whole studies where there are several) "
+        "for networks' early stopping and scoring, and for scoring with one study "
+        "(default: %(default)s)",
     )
     parser.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
     parser.add_argument(
@@ -114,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         panel=args.panel,
         valid=args.valid,
         valid_fraction=args.valid_fraction,
+        groups=args.groups,
+        refit={"auto": "auto", "yes": True, "no": False}[args.refit],
         params=params,
         scale=args.scale,
         data_dir=args.data_dir,
@@ -168,10 +182,13 @@ def format_summary(model: Any, path: Any = None) -> str:
         )
     dedup = info.get("dedup", {})
     dd = f", {dedup.get('removed', 0)} duplicates removed" if dedup.get("enabled") else ""
+    groups = info.get("groups", {})
     lines.append(
-        f"samples      {info.get('n_train_samples')} train, {info.get('n_valid_samples')} "
-        f"valid ({info.get('validation')}){dd}"
+        f"samples      {info.get('n_train_samples')} train in {groups.get('n_groups', 1)} "
+        f"group(s) of {groups.get('column', 'dataset')}{dd}"
     )
+    lines.append(f"selection    {_selection_text(model)}")
+    lines.append(f"scored on    {info.get('n_valid_samples')} profiles: {info.get('validation')}")
     lines.append(
         f"validation   MAE {_fmt(info.get('valid_mae'))} log2 "
         f"({_fmt(info.get('valid_mae_std'))} standardized), "
@@ -180,6 +197,21 @@ def format_summary(model: Any, path: Any = None) -> str:
     if path is not None:
         lines.append(f"saved        {path}")
     return "\n".join(lines)
+
+
+def _selection_text(model: Any) -> str:
+    """How the hyper-parameters were chosen, and the chosen penalty where there is one."""
+    sel = model.info.get("selection") or {}
+    method = sel.get("method", "none")
+    text = {"leave-one-group-out": f"leave-one-group-out over {sel.get('n_groups')} groups",
+            "group-k-fold": f"{sel.get('n_folds')} folds of whole groups",
+            "gcv": "generalised cross-validation within the data (one group)",
+            "holdout": "a held-out share of the profiles",
+            "group-holdout": "held-out groups (early stopping)"}.get(method, method)
+    alpha = getattr(model.estimator, "alpha_", None)
+    if isinstance(alpha, (int, float)):
+        text += f"; alpha {alpha:.4g}"
+    return text
 
 
 def _fmt(x: Any) -> str:

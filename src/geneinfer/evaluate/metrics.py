@@ -108,6 +108,30 @@ def gene_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
     })
 
 
+def grouped_gene_scores(Y: np.ndarray, P: np.ndarray,
+                        groups: Sequence[object] | np.ndarray) -> pd.DataFrame:
+    """Per-gene scores of predictions for several studies at once: ``r`` is the mean over
+    studies of the correlation *within* each study (what a gene gets on a new study, study
+    offsets aside); ``mae``/``rmse`` are over all rows; ``n_groups`` counts the studies
+    where the gene's r is defined. One group gives :func:`gene_scores`' values."""
+    labels = np.asarray(groups)
+    Y, P = np.asarray(Y, dtype=np.float64), np.asarray(P, dtype=np.float64)
+    if labels.shape != (Y.shape[0],) or P.shape != Y.shape:
+        raise GeneinferError(
+            f"grouped_gene_scores: {labels.size} group labels, truth {Y.shape}, predictions "
+            f"{P.shape} (expected one label per row and equal shapes)"
+        )
+    pooled = gene_scores(Y, P)
+    per_group = np.stack([per_gene_pearson(Y[labels == g], P[labels == g])
+                          for g in np.unique(labels)])
+    counted = np.isfinite(per_group).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.isfinite(per_group), per_group, 0.0).sum(axis=0) / counted
+    return pd.DataFrame({"mae": pooled["mae"], "rmse": pooled["rmse"],
+                         "r": np.where(counted > 0, r, np.nan), "n": pooled["n"],
+                         "n_groups": counted})
+
+
 def share_better(err_model: np.ndarray, err_baseline: np.ndarray) -> float:
     """Share of genes where the model's error is strictly below the baseline's.
 

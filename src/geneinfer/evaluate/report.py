@@ -101,7 +101,10 @@ class ReportData:
 def reliability_table(
     per_gene: pd.DataFrame, *, thresholds: Sequence[float] = RELIABILITY_THRESHOLDS
 ) -> pd.DataFrame:
-    """Per (model, split, test set): genes evaluated and how many clear each r threshold."""
+    """Per (model, split, test set): genes evaluated, how many clear each r threshold and,
+    where the per-gene table has the model's stored validation r (``stored_r``), how well
+    that promise tells the genes apart on the test set: ``stored_vs_test_r``, the
+    correlation over genes of stored r and test r, and both medians."""
     rows = []
     for (model, split, test_set), sub in per_gene.groupby(
         ["model", "split", "test_set"], sort=False
@@ -115,8 +118,23 @@ def reliability_table(
             k = int(np.sum(r >= t))
             row[f"r>={t}"] = k
             row[f"share r>={t}"] = k / n if n else float("nan")
+        row.update(_promise(sub))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _promise(sub: pd.DataFrame) -> dict[str, float]:
+    """Stored (validation) r against the test set's r, over genes with both."""
+    if "stored_r" not in sub:
+        return {}
+    stored, test = sub["stored_r"].to_numpy(dtype=float), sub["r"].to_numpy(dtype=float)
+    ok = np.isfinite(stored) & np.isfinite(test)
+    if ok.sum() < 3:
+        return {"stored_r_median": float("nan"), "test_r_median": float("nan"),
+                "stored_vs_test_r": float("nan")}
+    return {"stored_r_median": float(np.median(stored[ok])),
+            "test_r_median": float(np.median(test[ok])),
+            "stored_vs_test_r": float(np.corrcoef(stored[ok], test[ok])[0, 1])}
 
 
 def model_test_table(

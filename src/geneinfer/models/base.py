@@ -24,7 +24,7 @@ torch-based models override both methods.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -45,6 +45,11 @@ class GeneModel(RegressorMixin, BaseEstimator):
 
     #: short registry name, e.g. ``"ridge"``; set by subclasses
     name: str = ""
+    #: a fit is cheap enough to repeat once per held-out study: training then scores the
+    #: model's reliability by refitting it on the other studies (closed-form and lookup
+    #: models). Iterative models (networks, SVR, sample LASSO, combinations of candidates) are
+    #: validated on one held-out set of studies instead.
+    cheap_refit: ClassVar[bool] = True
 
     def _more_tags(self) -> dict[str, object]:  # sklearn < 1.6
         return {"multioutput": True}

@@ -83,6 +83,7 @@ class PerGeneSelector(GeneModel):
     """
 
     name = "per-gene-best"
+    cheap_refit = False
 
     def __init__(
         self,

@@ -108,6 +108,8 @@ def _std_stats(M: np.ndarray, rows: np.ndarray, block: int = 8192):
 class _NeuralRegressor(GeneModel):
     """Shared fit/predict/save logic of the torch estimators."""
 
+    cheap_refit = False
+
     _COMMON = (
         "recipe", "lr", "batch_size", "max_epochs", "patience", "weight_decay",
         "validation_fraction", "standardize", "target_chunk_size", "precision", "device",

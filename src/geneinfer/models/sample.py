@@ -168,6 +168,7 @@ class SampleLasso(ClassicalModel):
     """
 
     name = "sample-lasso"
+    cheap_refit = False
 
     def __init__(
         self,

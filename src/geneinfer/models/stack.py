@@ -107,6 +107,7 @@ class StackedModel(ClassicalModel):
     """
 
     name = "stack"
+    cheap_refit = False
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ class SVRRegression(ClassicalModel):
     """
 
     name = "svr"
+    cheap_refit = False
 
     def __init__(
         self,

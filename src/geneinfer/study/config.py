@@ -68,6 +68,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "label": (str, None),
         "params": (dict, {}),
         "quick_params": (dict, {}),
+        "groups": (str, None),
     },
     "splits": {
         "random": (dict, None),
@@ -136,6 +137,9 @@ class ModelSpec:
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     quick_params: dict[str, Any] = field(default_factory=dict)
+    #: the sample column naming each training profile's study (``geneinfer train
+    #: --groups``); None: the data set; ``"none"``: all one group (selection within it)
+    groups: str | None = None
 
     def settings(self, quick: bool) -> dict[str, Any]:
         return {**self.params, **(self.quick_params if quick else {})}
@@ -321,7 +325,8 @@ def _parse_models(raw: Any, where: str) -> list[ModelSpec]:
                 make_model(t["name"], **params)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: models[{i}] ({label}): {exc}") from None
-        specs.append(ModelSpec(t["name"], label, dict(t["params"]), dict(t["quick_params"])))
+        specs.append(ModelSpec(t["name"], label, dict(t["params"]), dict(t["quick_params"]),
+                               t["groups"]))
     labels = [m.label for m in specs]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:

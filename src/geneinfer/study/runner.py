@@ -255,6 +255,7 @@ class Study:
         cfg = self.config
         return digest({
             "model": model.name, "params": model.settings(self.quick), "fold": fold.name,
+            "groups": model.groups,
             "quick": self.quick, "preprocess": cfg.preprocess, "panel": cfg.panel,
             "splits": cfg.splits, "seed": cfg.seed,
             "sources": [asdict(s) for s in cfg.sources],
@@ -297,7 +298,7 @@ class Study:
             data_dir=cfg.data_dir, dedup=float(pre["dedup_threshold"]) > 0,
             dedup_threshold=float(pre["dedup_threshold"]) or 1.0, quantile=pre["quantile"],
             standardize=pre["standardize"], valid_fraction=self.fold_valid_fraction(fold),
-            progress=False,
+            groups=model.groups, progress=False,
         )
 
     def run_unit(self, model: ModelSpec, fold: Fold) -> dict[str, Any]:
@@ -316,6 +317,11 @@ class Study:
             scored = score_test_set(bundle, test)
             pg = scored["scores"]
             pg.insert(0, "gene", bundle.target_ids)
+            # the reliability the model promises (validation r on studies it did not see),
+            # next to what the left-out study gets
+            stored = bundle.gene_metrics
+            pg["stored_r"] = (stored["valid_r"].reindex(bundle.target_ids).to_numpy()
+                              if stored is not None and "valid_r" in stored else np.nan)
             per_gene[name] = pg
             base = {"model": model.label, "model_name": model.name, "split": fold.split,
                     "fold": fold.name, "test_set": name, "n_samples": test.n_samples,

@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from geneinfer import __version__
 from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
-from geneinfer.evaluate.metrics import gene_scores
+from geneinfer.evaluate.metrics import gene_scores, grouped_gene_scores
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import Panel, get_panel
 from geneinfer.genes.matching import PanelMatch, match_genes, match_panel
@@ -39,6 +40,13 @@ from geneinfer.io import read
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.models.registry import make_model, param_names
 from geneinfer.preprocess import HarmonizeReport, ProfilePreprocessor, harmonize, remove_duplicates
+from geneinfer.train.validation import (
+    NO_GROUPS,
+    TrainingGroups,
+    hold_out_groups,
+    training_groups,
+    validation_rule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "ridge"
 #: Share of training samples held out for validation when no validation file is given.
 VALID_FRACTION = 0.2
+#: up to this many training profiles, iterative models are refitted on all of them after
+#: validation on held-out groups (``refit="auto"``)
+REFIT_MAX_PROFILES = 20000
 #: Fewest training samples we accept (below this, per-gene fits are meaningless).
 MIN_TRAIN_SAMPLES = 8
 SPLIT_SEED = 0
@@ -221,32 +232,39 @@ def fit_estimator(
     X: np.ndarray,
     Y: np.ndarray,
     *,
+    groups: np.ndarray | None = None,
     X_valid: np.ndarray | None = None,
     Y_valid: np.ndarray | None = None,
 ) -> bool:
-    """``est.fit(X, Y)``, passing ``X_val``/``Y_val`` to models whose ``fit`` takes them.
+    """``est.fit(X, Y)``, passing ``groups`` and ``X_val``/``Y_val`` to models that take them.
 
-    Every geneinfer model that uses validation data has the signature
-    ``fit(X, Y, *, X_val=None, Y_val=None)``. Returns whether the validation set was passed
-    (torch models use it for early stopping).
+    geneinfer models have ``fit(X, Y, *, groups=None, X_val=None, Y_val=None)``: the groups
+    drive their study-aware selection, a validation set replaces it (networks stop early
+    on it). Returns whether the validation set was passed.
     """
     takes = set(inspect.signature(est.fit).parameters)
-    if X_valid is not None and Y_valid is not None and {"X_val", "Y_val"} <= takes:
-        est.fit(X, Y, X_val=X_valid, Y_val=Y_valid)
-        return True
-    est.fit(X, Y)
-    return False
+    kwargs: dict[str, Any] = {}
+    if groups is not None and "groups" in takes:
+        kwargs["groups"] = groups
+    use_valid = X_valid is not None and Y_valid is not None and {"X_val", "Y_val"} <= takes
+    if use_valid:
+        kwargs.update(X_val=X_valid, Y_val=Y_valid)
+    est.fit(X, Y, **kwargs)
+    return use_valid
 
 
 def validation_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, target_ids: list[str], *,
-                       train_std: np.ndarray) -> pd.DataFrame:
-    """Per-gene validation metrics on log2 scale (:func:`geneinfer.evaluate.gene_scores`).
+                       train_std: np.ndarray, groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-gene validation metrics on log2 scale (:func:`geneinfer.evaluate.gene_scores`;
+    with ``groups``, :func:`geneinfer.evaluate.metrics.grouped_gene_scores`: r within each
+    held-out study, averaged).
 
     Columns: ``valid_r`` (Pearson r), ``valid_mae`` (MAE in log2 units), ``valid_mae_std``
     (MAE divided by the gene's training standard deviation: the D-GEX "MAE on standardized
     expression").
     """
-    scores = gene_scores(Y_true, Y_pred)
+    scores = (gene_scores(Y_true, Y_pred) if groups is None
+              else grouped_gene_scores(Y_true, Y_pred, groups))
     std = np.where(train_std > 0, train_std, np.nan)
     return pd.DataFrame(
         {"valid_r": scores["r"].to_numpy(), "valid_mae": scores["mae"].to_numpy(),
@@ -298,6 +316,7 @@ def train_model(
     model: str = "default",
     panel: Any = "l1000",
     valid: Source | None = None,
+    groups: str | None = None,
     params: dict[str, Any] | None = None,
     scale: str | None = None,
     annotation: Any = None,
@@ -307,6 +326,7 @@ def train_model(
     quantile: bool = True,
     standardize: bool = True,
     valid_fraction: float = VALID_FRACTION,
+    refit: bool | str = "auto",
     device: str = "auto",
     checkpoint_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -323,10 +343,17 @@ def train_model(
     panel
         ``"l1000"``, ``"dgex"``, a panel file, or a ``Panel``.
     valid
-        Validation input; by default :data:`VALID_FRACTION` of the training samples are held
-        out (seeded) and the model is trained on the rest. Torch models use it for early
-        stopping (``info["validation_used_for_early_stopping"]``), which makes their
-        validation metrics slightly optimistic.
+        Validation input. By default the per-gene validation scores come from studies the
+        model did not see (:mod:`geneinfer.train.validation`): with two or more groups,
+        out-of-group predictions (models cheap to refit) or held-out groups (iterative
+        models); with one group, a seeded :data:`VALID_FRACTION` of its profiles. Torch
+        models stop early on the validation profiles
+        (``info["validation_used_for_early_stopping"]``), which makes their scores slightly
+        optimistic.
+    groups
+        Sample-metadata column naming each training profile's study (e.g. a GEO series id);
+        default: the input file. Models choose their hyper-parameters by cross-validation
+        over these groups.
     params
         Hyper-parameters for the model.
     scale, annotation
@@ -342,7 +369,13 @@ def train_model(
         Quantile-normalise the landmark and target blocks onto training references, and
         standardise each gene with its training mean and standard deviation.
     valid_fraction
-        Share of the training samples held out for validation when ``valid`` is not given.
+        Share of the training samples held out for validation when ``valid`` is not given
+        (whole groups where there are several).
+    refit
+        Iterative models validated on held-out groups: also fit a fresh copy on every profile
+        and keep that one (``"auto"``: when there are at most :data:`REFIT_MAX_PROFILES`
+        profiles, where the held-out studies are a real loss of data and a second fit is
+        cheap). Models cheap to refit are always fitted on every profile.
     device
         ``auto``, ``cpu`` or ``cuda`` for torch models.
     checkpoint_dir
@@ -368,48 +401,56 @@ def train_model(
         data, rep = deduplicate(data, match.landmarks + targets, threshold=dedup_threshold,
                                 progress=None)
         dedup_report.update(rep)
-    sets = _train_valid_sets(data, match.landmarks, targets, valid, fraction=valid_fraction,
-                             scale=scale, annotation=annotation, data_dir=data_dir)
+    study_groups = training_groups(data, groups)
     est = _build_estimator(
         name, params, device=device, checkpoint_dir=checkpoint_dir, progress=progress
     )
-    pre = ProfilePreprocessor(quantile=quantile, standardize=standardize).fit(sets.X_train,
-                                                                               sets.Y_train)
-    logger.info(
-        "fitting %s on %d samples x %d landmarks -> %d targets",
-        name,
-        *sets.X_train.shape,
-        len(targets),
-    )
-    early_stop = _fit_with_validation(est, pre, sets)
+    rule = validation_rule(study_groups, has_file=valid is not None,
+                           cheap_refit=bool(getattr(est, "cheap_refit", True)))
+    if not study_groups.study_aware and valid is None and study_groups.column != NO_GROUPS:
+        logger.warning(
+            "the training profiles form one group (%s: %s): hyper-parameters are chosen within "
+            "it and the validation scores describe the same study, overstating what a new study "
+            "gets; train on several studies (files, or --groups COLUMN) to choose and validate "
+            "over studies", study_groups.column, ", ".join(np.unique(study_groups.labels)[:3]))
     symbols = _symbols(data, match)
-    bundle = InferenceModel.from_fitted(
-        est,
-        pre,
-        match.landmarks,
-        targets,
-        landmark_symbols=[str(symbols.get(g, g)) for g in match.landmarks],
-        target_symbols=[str(symbols.get(g, g)) for g in targets],
-        landmark_means=sets.landmark_means,
-        gene_id_kind=data.gene_id_kind if data.gene_id_kind != "unknown" else "entrez",
-    )
-    metrics = validation_metrics(
-        sets.Y_valid,
-        bundle.predict_log2(sets.X_valid),
-        targets,
-        train_std=np.nanstd(sets.Y_train, axis=0),
-    )
+    maker = _BundleMaker(match.landmarks, targets,
+                         [str(symbols.get(g, g)) for g in match.landmarks],
+                         [str(symbols.get(g, g)) for g in targets],
+                         data.gene_id_kind if data.gene_id_kind != "unknown" else "entrez",
+                         quantile=quantile, standardize=standardize)
+    X = data.select_genes(match.landmarks).values
+    Y = data.select_genes(targets).values
+    logger.info("fitting %s on %d samples x %d landmarks -> %d targets (validation: %s)",
+                name, *X.shape, len(targets), rule)
+    if rule == "file":
+        fitted = _fit_with_file(est, maker, X, Y, study_groups, valid, scale=scale,
+                                annotation=annotation, data_dir=data_dir)
+    elif rule == "out-of-group":
+        fitted = _fit_out_of_group(est, maker, X, Y, study_groups, progress=progress)
+    elif rule == "group-holdout":
+        refit = len(X) <= REFIT_MAX_PROFILES if refit == "auto" else bool(refit)
+        fitted = _fit_group_holdout(est, maker, X, Y, study_groups, fraction=valid_fraction,
+                                    refit=refit)
+    else:
+        fitted = _fit_holdout(est, maker, X, Y, fraction=valid_fraction)
+    bundle = maker.bundle(est, fitted.pre, fitted.landmark_means)
+    metrics = validation_metrics(fitted.Y_true, fitted.Y_pred, targets,
+                                 train_std=np.nanstd(Y, axis=0), groups=fitted.groups)
     bundle.gene_metrics_ = metrics
     bundle.info_ = {
         "model": name,
         "params": est.get_params(deep=False),
         "training_files": names,
         "inputs": [r.to_json() for r in reports],
-        "validation": sets.description,
-        "validation_used_for_early_stopping": early_stop,
+        "groups": study_groups.describe(),
+        "validation": fitted.description,
+        "validation_rule": rule,
+        "validation_used_for_early_stopping": fitted.early_stop,
+        "selection": getattr(est, "selection_", None),
         "panel": match.summary(),
-        "n_train_samples": int(sets.X_train.shape[0]),
-        "n_valid_samples": int(sets.X_valid.shape[0]),
+        "n_train_samples": int(fitted.n_train),
+        "n_valid_samples": len(fitted.Y_true),
         "missing_values": nan_report,
         "dedup": dedup_report,
         "quantile": bool(quantile),
@@ -423,63 +464,136 @@ def train_model(
     return bundle
 
 
+# ---------------------------------------------------------------------- validation rules
 @dataclass
-class _Sets:
-    """Log2 training and validation matrices (landmarks X, targets Y)."""
+class _BundleMaker:
+    """Builds the InferenceModel of a fitted estimator: the final model, and the fold models
+    whose predictions of held-out studies give the validation scores (the same code path)."""
 
-    X_train: np.ndarray
-    Y_train: np.ndarray
-    X_valid: np.ndarray
-    Y_valid: np.ndarray
+    landmarks: list[str]
+    targets: list[str]
+    landmark_symbols: list[str]
+    target_symbols: list[str]
+    gene_id_kind: str
+    quantile: bool
+    standardize: bool
+
+    def preprocessor(self, X: np.ndarray, Y: np.ndarray) -> ProfilePreprocessor:
+        return ProfilePreprocessor(quantile=self.quantile, standardize=self.standardize).fit(X, Y)
+
+    def bundle(self, est: Any, pre: ProfilePreprocessor,
+               landmark_means: np.ndarray) -> InferenceModel:
+        return InferenceModel.from_fitted(
+            est, pre, self.landmarks, self.targets, landmark_symbols=self.landmark_symbols,
+            target_symbols=self.target_symbols, landmark_means=landmark_means,
+            gene_id_kind=self.gene_id_kind)
+
+    def fit(self, est: Any, X: np.ndarray, Y: np.ndarray, *, groups: np.ndarray | None = None,
+            X_valid: np.ndarray | None = None, Y_valid: np.ndarray | None = None
+            ) -> tuple[ProfilePreprocessor, np.ndarray, bool]:
+        """Fit the preprocessing and ``est`` on log2 ``X``/``Y``; returns the preprocessor,
+        the landmark means and whether the validation set was used (early stopping)."""
+        pre = self.preprocessor(X, Y)
+        Zv = Tv = None
+        if X_valid is not None and Y_valid is not None:
+            # early stopping cannot use NaN: absent validation targets get the training mean
+            # (they then carry no error signal); the per-gene scores keep them missing
+            Y_fill = np.where(np.isnan(Y_valid), np.nanmean(Y, axis=0), Y_valid)
+            Zv, Tv = pre.transform_landmarks(X_valid), pre.transform_targets(Y_fill)
+        used = fit_estimator(est, pre.transform_landmarks(X), pre.transform_targets(Y),
+                             groups=groups, X_valid=Zv, Y_valid=Tv)
+        return pre, np.nanmean(X, axis=0).astype(np.float32), used
+
+
+@dataclass
+class _Fitted:
+    """The fitted preprocessing and what the validation scores are computed from."""
+
+    pre: ProfilePreprocessor
     landmark_means: np.ndarray
+    Y_true: np.ndarray
+    Y_pred: np.ndarray
+    groups: np.ndarray | None
+    n_train: int
     description: str
+    early_stop: bool = False
 
 
-def _train_valid_sets(
-    data: ExpressionData,
-    landmarks: list[str],
-    targets: list[str],
-    valid: Source | None,
-    *,
-    fraction: float,
-    scale: str | None,
-    annotation: Any,
-    data_dir: str | os.PathLike[str] | None,
-) -> _Sets:
-    """Training matrices, plus a validation input or a seeded held-out share of ``data``."""
-    if valid is None:
-        tr_idx, va_idx = validation_split(data.n_samples, fraction=fraction)
-        train, vsub = data.select_samples(tr_idx), data.select_samples(va_idx)
-        X_va, Y_va = vsub.select_genes(landmarks).values, vsub.select_genes(targets).values
-        desc = f"held-out {len(va_idx)} training samples (seed {SPLIT_SEED})"
-    elif data.n_samples < MIN_TRAIN_SAMPLES:
-        raise GeneinferError(
-            f"{data.n_samples} training samples are too few (need {MIN_TRAIN_SAMPLES})"
-        )
-    else:
-        train, desc = data, _source_name(valid)
-    X_tr = train.select_genes(landmarks).values
-    Y_tr = train.select_genes(targets).values
-    means = np.nanmean(X_tr, axis=0).astype(np.float32)
-    if valid is not None:
-        X_va, Y_va = _validation_data(valid, landmarks=landmarks, targets=targets,
-                                      landmark_means=means, scale=scale, annotation=annotation,
-                                      data_dir=data_dir)
-    return _Sets(X_tr, Y_tr, X_va, Y_va, means, desc)
+def _fit_out_of_group(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray,
+                      groups: TrainingGroups, *, progress: bool) -> _Fitted:
+    """Each fold of whole groups predicted by a clone fitted on the others (with their
+    groups, so its own choices are made over studies too); then ``est`` on every profile."""
+    folds = groups.folds
+    assert folds is not None
+    P = np.full(Y.shape, np.nan, dtype=np.float32)
+    scored = np.zeros(len(X), dtype=bool)
+    for k in tqdm(range(len(folds.folds)), desc="out-of-group validation", unit="fold",
+                  disable=not progress, leave=False):
+        test = folds.held_out(k)
+        fold_est = clone(est)
+        pre, means, _ = maker.fit(fold_est, X[~test], Y[~test], groups=groups.labels[~test])
+        P[test] = maker.bundle(fold_est, pre, means).predict_log2(X[test])
+        scored |= test
+    pre, means, _ = maker.fit(est, X, Y, groups=groups.labels)
+    return _Fitted(pre, means, Y[scored], P[scored], groups.labels[scored], len(X),
+                   f"out-of-group: {folds.n_scored} groups of {groups.column} each predicted "
+                   f"by a model fitted without it ({folds.method}); the model is fitted on all")
 
 
-def _fit_with_validation(est: Any, pre: Any, sets: _Sets) -> bool:
-    """Fit ``est`` in preprocessed space; True if it used the validation set."""
-    # Early stopping cannot use NaN; absent validation targets get the training mean (they
-    # then carry no error signal). The per-gene metrics keep them missing.
-    Y_va = np.where(np.isnan(sets.Y_valid), np.nanmean(sets.Y_train, axis=0), sets.Y_valid)
-    return fit_estimator(
-        est,
-        pre.transform_landmarks(sets.X_train),
-        pre.transform_targets(sets.Y_train),
-        X_valid=pre.transform_landmarks(sets.X_valid),
-        Y_valid=pre.transform_targets(Y_va),
-    )
+def _fit_group_holdout(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray,
+                       groups: TrainingGroups, *, fraction: float, refit: bool) -> _Fitted:
+    """Whole groups held out: the model stops early and is scored there; with ``refit`` a
+    fresh copy is then fitted on every profile (with the groups, so it makes its own choices
+    over studies), which the training uses instead."""
+    tr, va = hold_out_groups(groups, fraction=fraction, seed=SPLIT_SEED,
+                             min_train=MIN_TRAIN_SAMPLES)
+    scored_est = clone(est) if refit else est
+    pre, means, used = maker.fit(scored_est, X[tr], Y[tr], groups=groups.labels[tr],
+                                 X_valid=X[va], Y_valid=Y[va])
+    held = np.unique(groups.labels[va])
+    P = maker.bundle(scored_est, pre, means).predict_log2(X[va])
+    desc = (f"held-out groups of {groups.column}: {', '.join(held[:5])}"
+            f"{' ...' if len(held) > 5 else ''} ({len(va)} profiles)")
+    if not refit:
+        return _Fitted(pre, means, Y[va], P, groups.labels[va], len(tr), desc, used)
+    pre, means, _ = maker.fit(est, X, Y, groups=groups.labels)
+    return _Fitted(pre, means, Y[va], P, groups.labels[va], len(X),
+                   f"{desc}; then refitted on all", used)
+
+
+def _fit_holdout(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray, *,
+                 fraction: float) -> _Fitted:
+    """One group: a seeded random share of the profiles scores the model; models cheap to
+    refit are then fitted on every profile, iterative ones stop early on the share."""
+    tr, va = validation_split(len(X), fraction=fraction)
+    desc = f"held-out {len(va)} training samples (seed {SPLIT_SEED})"
+    if getattr(est, "cheap_refit", True):
+        fold_est = clone(est)
+        pre, means, _ = maker.fit(fold_est, X[tr], Y[tr])
+        P = maker.bundle(fold_est, pre, means).predict_log2(X[va])
+        pre, means, _ = maker.fit(est, X, Y)
+        return _Fitted(pre, means, Y[va], P, None, len(X), f"{desc}; then fitted on all")
+    pre, means, used = maker.fit(est, X[tr], Y[tr], X_valid=X[va], Y_valid=Y[va])
+    P = maker.bundle(est, pre, means).predict_log2(X[va])
+    return _Fitted(pre, means, Y[va], P, None, len(tr), desc, used)
+
+
+def _fit_with_file(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray,
+                   groups: TrainingGroups, valid: Source, *, scale: str | None,
+                   annotation: Any, data_dir: str | os.PathLike[str] | None) -> _Fitted:
+    """A validation file: iterative models stop early on it; every model is scored on it."""
+    if len(X) < MIN_TRAIN_SAMPLES:
+        raise GeneinferError(f"{len(X)} training samples are too few (need {MIN_TRAIN_SAMPLES})")
+    means = np.nanmean(X, axis=0).astype(np.float32)
+    X_va, Y_va = _validation_data(valid, landmarks=maker.landmarks, targets=maker.targets,
+                                  landmark_means=means, scale=scale, annotation=annotation,
+                                  data_dir=data_dir)
+    iterative = not getattr(est, "cheap_refit", True)
+    labels = groups.labels if groups.study_aware else None
+    pre, means, used = maker.fit(est, X, Y, groups=labels, X_valid=X_va if iterative else None,
+                                 Y_valid=Y_va if iterative else None)
+    P = maker.bundle(est, pre, means).predict_log2(X_va)
+    return _Fitted(pre, means, Y_va, P, None, len(X), _source_name(valid), used)
 
 
 def _build_estimator(
