@@ -72,7 +72,7 @@ def array_model(shared, tmp_path_factory):
 @pytest.mark.parametrize("case", ["log2-integers", "mas5-linear", "rma", "counts", "tpm",
                                   "z-scores"])
 def test_every_command_detects_the_same_scale(case, case_files, array_model, shared,
-                                              tmp_path, capsys):
+                                              tmp_path, capsys, caplog):
     path, expected = case_files[case]
     said = f"{expected} (detected)"
     # convert reports it (and copies the values as they are)
@@ -89,7 +89,7 @@ def test_every_command_detects_the_same_scale(case, case_files, array_model, sha
     else:
         assert harmonize(data, data_dir=shared)[1].scale.describe() == said
         assert load_source(spec, data_dir=shared)[1].scale.describe() == said
-    # train records it per input; predict says it before predicting
+    # train records it per input; predict says it (a warning, as train does) before predicting
     rc = main(["train", "--model", "ridge", "--panel", "dgex", "--data-dir", str(shared),
                "--train", str(path), "--out", str(tmp_path / "m"), "--quiet"])
     err = capsys.readouterr().err
@@ -100,6 +100,7 @@ def test_every_command_detects_the_same_scale(case, case_files, array_model, sha
         info = json.loads((tmp_path / "m" / "model.json").read_text())["info"]
         assert info["inputs"][0]["scale"] == expected
         assert info["inputs"][0]["scale_from"] == "detected"
+    caplog.clear()
     rc = main(["predict", "--model", str(array_model), "--input", str(path),
                "--output", str(tmp_path / "p.gct"), "--missing-landmarks", "impute",
                "--data-dir", str(shared)])
@@ -107,7 +108,7 @@ def test_every_command_detects_the_same_scale(case, case_files, array_model, sha
     if expected == "zscore":
         assert rc == 2 and "'zscore' scale" in err
     else:
-        assert rc == 0 and re.search(rf"{re.escape(path.name)}: {re.escape(said)}", err)
+        assert rc == 0 and re.search(rf"{re.escape(path.name)}: {re.escape(said)}", caplog.text)
 
 
 def test_predict_reads_rnaseq_counts_with_ensembl_ids_like_the_api(array_model, shared,
