@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.io._common import MISSING_ID_TEXTS, NA_TOKENS, open_text, translate_errors
-from geneinfer.io.blocks import BlockReader, MemoryBlocks
+from geneinfer.io.blocks import BlockReader, MemoryBlocks, finite_data
 from geneinfer.io.cells import NONFINITE_POLICIES, NonFinite, as_nonfinite
 from geneinfer.io.formats import (
     FORMATS,
@@ -49,6 +49,7 @@ __all__ = [
     "GCTXWriter",
     "NonFinite",
     "detect_format",
+    "finite_data",
     "format_from_name",
     "iter_sample_blocks",
     "open_blocks",

@@ -160,17 +160,32 @@ def longest(texts: Sequence[object]) -> int:
     return max((len(t) for t in texts if isinstance(t, str)), default=0)
 
 
-def check_writable_texts(texts: Sequence[str], *, what: str, limit: int) -> None:
+def check_writable_texts(texts: Sequence[str], *, what: str, limit: int,
+                         control: bool = True) -> None:
     """Refuse (before writing anything) a text that readers would refuse: longer than
-    ``limit`` characters or holding a control character."""
+    ``limit`` characters or (``control``: for text formats) holding a control character."""
     for text in texts:
         if len(text) > limit:
             raise GeneinferError(f"cannot write {what} {text[:20]!r}... of {len(text)} "
                                  f"characters (at most {limit} can be read back)")
-        bad = _CONTROL_TEXT.search(text)
+        bad = _CONTROL_TEXT.search(text) if control else None
         if bad is not None:
             raise GeneinferError(f"cannot write {what} {text[:40]!r}: it contains the control "
                                  f"character {_char_name(ord(bad.group()))}")
+
+
+def check_writable_values(values: np.ndarray, gene_ids: Sequence[str],
+                          sample_ids: Sequence[str], *, block: int = 4096) -> None:
+    """Refuse (before writing anything) infinite values, which every reader refuses: a file
+    geneinfer writes must read back. NaN (missing) is fine."""
+    for start in range(0, values.shape[0], block):
+        bad = nonfinite_cells(values[start:start + block])
+        if bad.any():
+            r, c = (int(i) for i in np.argwhere(bad)[0])
+            raise GeneinferError(
+                f"cannot write the infinite value of sample {str(sample_ids[start + r])[:40]}, "
+                f"gene {str(gene_ids[c])[:40]}: geneinfer reads no infinite values back; make "
+                "them missing (NaN) first, e.g. read the input with --nonfinite missing")
 
 
 # ---------------------------------------------------------------------- control characters

@@ -45,7 +45,14 @@ from geneinfer.io._common import (
     translate_errors,
 )
 from geneinfer.io.blocks import Spool, SpooledBlocks
-from geneinfer.io.cells import NonFinite, as_nonfinite
+from geneinfer.io.cells import (
+    MAX_FIELD_CHARS,
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_writable_texts,
+    check_writable_values,
+)
 from geneinfer.io.delimited import BodyLayout, iter_body
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
@@ -326,12 +333,14 @@ def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:
 
 
 # --------------------------------------------------------------------------- writing
-def _check_text(values: Sequence[str], what: str) -> None:
+def _check_text(values: Sequence[str], what: str, *, limit: int = MAX_FIELD_CHARS) -> None:
+    """What the GCT reader would refuse: tabs, control characters, over-long texts."""
     for v in values:
         if "\t" in v or "\n" in v or "\r" in v:
             raise GeneinferError(
                 f"cannot write {what} {v[:40]!r} to GCT: contains a tab or newline"
             )
+    check_writable_texts(values, what=what, limit=limit)
 
 
 def write_gct(
@@ -365,8 +374,9 @@ def write_gct(
         raise GeneinferError(f"unknown GCT version {version!r}; expected '1.2' or '1.3'")
     gene_ids = [str(g) for g in data.gene_ids]
     sample_ids = [str(s) for s in data.sample_ids]
-    _check_text(gene_ids, "gene id")
-    _check_text(sample_ids, "sample id")
+    _check_text(gene_ids, "gene id", limit=MAX_ID_CHARS)
+    _check_text(sample_ids, "sample id", limit=MAX_ID_CHARS)
+    check_writable_values(data.values, gene_ids, sample_ids)
     if any(not g.strip() for g in [*gene_ids, *sample_ids]):
         raise GeneinferError("cannot write an empty gene or sample id to GCT")
     row_cols = {str(c): meta_strings(genes[c]) for c in genes.columns}

@@ -38,9 +38,16 @@ from geneinfer.io._common import (
     translate_hdf5,
 )
 from geneinfer.io.blocks import BlockReader
-from geneinfer.io.cells import NonFinite, as_nonfinite, check_id_length
+from geneinfer.io.cells import (
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+)
 from geneinfer.scales import stated_scale
-from geneinfer.utils.files import atomic_path
+from geneinfer.utils.files import OutputError, atomic_path, os_reason
 
 MATRIX = "0/DATA/0/matrix"
 ROW_META = "0/META/ROW"
@@ -389,6 +396,7 @@ class GCTXWriter:
         self.gene_ids = [str(g) for g in gene_ids]
         if len(set(self.gene_ids)) != len(self.gene_ids):
             raise GeneinferError(f"duplicate gene ids given for {path}")
+        check_writable_texts(self.gene_ids, what="gene id", limit=MAX_ID_CHARS, control=False)
         self.n_samples = int(n_samples)
         self._written = np.zeros(self.n_samples, dtype=bool)
         self._has_col_meta = False
@@ -396,35 +404,49 @@ class GCTXWriter:
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         try:
-            self._file = h5py.File(self._tmp, "w")
-            self._file.attrs["version"] = np.bytes_(GCTX_VERSION)
-            self._file.attrs["src"] = self.path.name
-            n_genes = len(self.gene_ids)
-            chunk = chunk_samples or default_chunk_samples(n_genes)
-            self.chunk_samples = max(1, min(chunk, self.n_samples))
-            chunks = (self.chunk_samples, max(1, n_genes))
-            opts = {}
-            if compression and self.n_samples and n_genes:
-                opts = {
-                    "compression": compression,
-                    "compression_opts": compression_level,
-                    "shuffle": shuffle,
-                }
-            self._matrix = self._file.create_dataset(
-                MATRIX,
-                shape=(self.n_samples, n_genes),
-                dtype=dtype,
-                chunks=chunks if self.n_samples and n_genes else None,
-                fillvalue=np.nan,
-                **opts,
-            )
-            meta = pd.DataFrame(index=pd.Index(self.gene_ids)) if genes is None else genes
-            meta = strip_derived_gene_columns(meta.reindex(pd.Index(self.gene_ids)))
-            write_meta_group(self._file.create_group(ROW_META, track_order=True),
-                             self.gene_ids, frame_columns(meta))
-        except BaseException:
+            self._create(genes=genes, dtype=dtype, chunk_samples=chunk_samples,
+                         compression=compression, compression_level=compression_level,
+                         shuffle=shuffle)
+        except BaseException as exc:
             self.abort()
+            self._raise_output_error(exc)
             raise
+
+    def _raise_output_error(self, exc: BaseException) -> None:
+        """h5py's errors of a failing disk (read-only, full, size limit) as one line."""
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
+
+    def _create(self, *, genes: pd.DataFrame | None, dtype: object,
+                chunk_samples: int | None, compression: str | None, compression_level: int,
+                shuffle: bool) -> None:
+        """The file, its (unwritten) matrix and the gene metadata."""
+        self._file = h5py.File(self._tmp, "w")
+        self._file.attrs["version"] = np.bytes_(GCTX_VERSION)
+        self._file.attrs["src"] = self.path.name
+        n_genes = len(self.gene_ids)
+        chunk = chunk_samples or default_chunk_samples(n_genes)
+        self.chunk_samples = max(1, min(chunk, self.n_samples))
+        chunks = (self.chunk_samples, max(1, n_genes))
+        opts = {}
+        if compression and self.n_samples and n_genes:
+            opts = {
+                "compression": compression,
+                "compression_opts": compression_level,
+                "shuffle": shuffle,
+            }
+        self._matrix = self._file.create_dataset(
+            MATRIX,
+            shape=(self.n_samples, n_genes),
+            dtype=dtype,
+            chunks=chunks if self.n_samples and n_genes else None,
+            fillvalue=np.nan,
+            **opts,
+        )
+        meta = pd.DataFrame(index=pd.Index(self.gene_ids)) if genes is None else genes
+        meta = strip_derived_gene_columns(meta.reindex(pd.Index(self.gene_ids)))
+        write_meta_group(self._file.create_group(ROW_META, track_order=True),
+                         self.gene_ids, frame_columns(meta))
 
     def write_block(self, start: int, values: np.ndarray) -> None:
         """Write samples ``start .. start + len(values)`` (values: ``(k, n_genes)``)."""
@@ -438,7 +460,12 @@ class GCTXWriter:
             raise GeneinferError(
                 f"block {start}..{start + k} outside the {self.n_samples} samples of {self.path}"
             )
-        self._matrix[start : start + k] = values.astype(self._matrix.dtype, copy=False)
+        try:
+            self._matrix[start : start + k] = values.astype(self._matrix.dtype, copy=False)
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._written[start : start + k] = True
 
     def write_sample_meta(
@@ -452,9 +479,15 @@ class GCTXWriter:
             raise GeneinferError(f"duplicate sample ids given for {self.path}")
         if self._has_col_meta:
             raise GeneinferError("sample metadata already written")
+        check_writable_texts(ids, what="sample id", limit=MAX_ID_CHARS, control=False)
         meta = pd.DataFrame(index=pd.Index(ids)) if samples is None else samples
-        write_meta_group(self._file.create_group(COL_META, track_order=True), ids,
-                         frame_columns(meta.reindex(pd.Index(ids))))
+        try:
+            write_meta_group(self._file.create_group(COL_META, track_order=True), ids,
+                             frame_columns(meta.reindex(pd.Index(ids))))
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._has_col_meta = True
 
     @property
@@ -471,7 +504,12 @@ class GCTXWriter:
             missing = int((~self._written).sum())
             self.abort()
             raise GeneinferError(f"{self.path}: {missing} samples were never written")
-        self._file.close()
+        try:
+            self._file.close()
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._done = True
         self._atomic.__exit__(None, None, None)
 
@@ -510,7 +548,11 @@ def write_gctx(
     compression_level: int = 4,
     block_size: int = 8192,
 ) -> None:
-    """Write ``data`` as a CMap-layout GCTX file (atomic; chunked and compressed)."""
+    """Write ``data`` as a CMap-layout GCTX file (atomic; chunked and compressed).
+
+    Infinite values are refused (geneinfer would not read them back); NaN is written as is.
+    """
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     with GCTXWriter(
         path,
         gene_ids=list(data.gene_ids),

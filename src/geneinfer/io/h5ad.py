@@ -27,7 +27,14 @@ from geneinfer.io._common import (
     translate_hdf5,
 )
 from geneinfer.io.blocks import BlockReader, finite_data
-from geneinfer.io.cells import NonFinite, as_nonfinite, check_id_length
+from geneinfer.io.cells import (
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+)
 from geneinfer.scales import SCALES
 from geneinfer.utils.files import atomic_path
 
@@ -302,8 +309,16 @@ def peek_h5ad(path: PathLike) -> tuple[int, int, list[str]]:
 
 
 def write_h5ad(data: ExpressionData, path: PathLike, *, compression: str | None = None) -> None:
-    """Write ``data`` as ``.h5ad`` (X float32; scale and id kind in ``uns["geneinfer"]``)."""
+    """Write ``data`` as ``.h5ad`` (X float32; scale and id kind in ``uns["geneinfer"]``).
+
+    Infinite values and ids longer than :data:`~geneinfer.io.cells.MAX_ID_CHARS` are refused
+    (geneinfer would not read them back); a failing disk is one
+    :class:`~geneinfer.utils.files.OutputError` line.
+    """
     ad = _anndata()
+    for ids, what in ((data.gene_ids, "gene id"), (data.sample_ids, "sample id")):
+        check_writable_texts(list(ids), what=what, limit=MAX_ID_CHARS, control=False)
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     obs = data.samples.copy()
     var = data.genes.copy()
     obs.columns = [str(c) for c in obs.columns]
@@ -315,7 +330,10 @@ def write_h5ad(data: ExpressionData, path: PathLike, *, compression: str | None 
         uns={UNS_KEY: {"scale": data.scale, "gene_id_kind": data.gene_id_kind}},
     )
     with atomic_path(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp, compression=compression)
+        try:
+            adata.write_h5ad(tmp, compression=compression)
+        except RuntimeError as exc:  # h5py's way of saying a write failed
+            raise OSError(str(exc)) from None
 
 
 def write_skeleton(

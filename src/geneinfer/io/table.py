@@ -38,9 +38,12 @@ from geneinfer.io._common import (
 from geneinfer.io.blocks import Spool, SpooledBlocks
 from geneinfer.io.cells import (
     MAX_FIELD_CHARS,
+    MAX_ID_CHARS,
     NonFinite,
     as_nonfinite,
     check_id_length,
+    check_writable_texts,
+    check_writable_values,
     is_na_token,
     is_number_text,
 )
@@ -341,6 +344,8 @@ def write_table(
     for ids in (row_ids, col_ids):
         if any(not str(i).strip() for i in ids):
             raise GeneinferError("cannot write an empty id to a table")
+        check_writable_texts([str(i) for i in ids], what="id", limit=MAX_ID_CHARS)
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     matrix = data.values.T if genes_in_rows else data.values
     head = [("gene_id" if genes_in_rows else "sample_id"), *map(str, col_ids)]
     gz = str(path).endswith(".gz")

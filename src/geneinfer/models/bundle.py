@@ -49,7 +49,12 @@ from geneinfer.errors import GeneinferError, ModelFileError
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import GeneIdMap
 from geneinfer.models.registry import make_model
-from geneinfer.preprocess import Harmonizer, LandmarkInputs, ProfilePreprocessor
+from geneinfer.preprocess import (
+    MAX_IMPUTE_FRACTION,
+    Harmonizer,
+    LandmarkInputs,
+    ProfilePreprocessor,
+)
 from geneinfer.utils.files import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -304,14 +309,15 @@ class InferenceModel:
                                     [*self.landmark_symbols, *self.target_symbols],
                                     kind=self.gene_id_kind)
 
-    def landmark_inputs(self, harmonizer: Harmonizer, *,
-                        missing_landmarks: str = "error") -> LandmarkInputs:
+    def landmark_inputs(self, harmonizer: Harmonizer, *, missing_landmarks: str = "error",
+                        max_impute_fraction: float = MAX_IMPUTE_FRACTION) -> LandmarkInputs:
         """How a harmonised input becomes this model's landmark matrix
         (:class:`~geneinfer.preprocess.LandmarkInputs`; absent landmarks are an error unless
-        ``missing_landmarks="impute"``)."""
+        ``missing_landmarks="impute"``, and more than ``max_impute_fraction`` even then)."""
         return LandmarkInputs.plan(harmonizer, self.landmark_ids,
                                    landmark_symbols=self.landmark_symbols,
-                                   means=self.landmark_means, missing=missing_landmarks)
+                                   means=self.landmark_means, missing=missing_landmarks,
+                                   max_impute_fraction=max_impute_fraction)
 
     def predict(
         self,
@@ -321,6 +327,7 @@ class InferenceModel:
         scale: str | None = None,
         annotation: Any = None,
         data_dir: str | os.PathLike[str] | None = None,
+        max_impute_fraction: float = MAX_IMPUTE_FRACTION,
     ) -> ExpressionData:
         """Infer the target genes of every sample in ``data``.
 
@@ -333,6 +340,9 @@ class InferenceModel:
         missing_landmarks
             ``"error"`` raises an error listing absent landmarks or missing values;
             ``"impute"`` fills them with the training means.
+        max_impute_fraction
+            With ``"impute"``: the largest share of the landmarks that may be absent
+            (default 10 %); more is an error saying how many are missing.
         scale, annotation, data_dir
             As for :func:`geneinfer.preprocess.harmonize`.
 
@@ -348,7 +358,8 @@ class InferenceModel:
             known=self.known_genes(), data_dir=data_dir, to=self.gene_id_kind,
             source=data.source,
         )
-        inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks)
+        inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks,
+                                      max_impute_fraction=max_impute_fraction)
         if inputs.n_absent:
             logger.warning("%d of %d landmark genes missing in %s; imputed from training means",
                            inputs.n_absent, self.n_landmarks, data.source or "the data")

@@ -31,11 +31,13 @@ from tqdm.auto import tqdm
 
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
 from geneinfer.genes import GeneIdMap
-from geneinfer.io import BlockReader
+from geneinfer.io import NONFINITE_POLICIES, BlockReader
 from geneinfer.io.preallocated import RowWriter, create_matrix_file
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.predict import resume
-from geneinfer.preprocess import Harmonizer, LandmarkInputs
+from geneinfer.preprocess import MAX_IMPUTE_FRACTION, Harmonizer, LandmarkInputs
+from geneinfer.preprocess.harmonize import MISSING_POLICIES
+from geneinfer.utils.files import output_errors
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,14 @@ def say(message: str, *, progress: bool) -> None:
     logger.info(message)
     if progress:
         print(f"geneinfer: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str, *, progress: bool) -> None:
+    """Tell the user even without progress messages (``--no-progress``): a warning."""
+    if progress:
+        say(message, progress=True)
+    else:
+        logger.warning("%s", message)
 
 
 def progress_bar(total: int, *, enabled: bool, initial: int = 0, desc: str = "predict") -> tqdm:
@@ -196,6 +206,11 @@ class PlanOptions:
         Output format.
     scale, annotation, data_dir
         How to read the input (:func:`geneinfer.preprocess.harmonize`).
+    max_impute
+        With ``missing_landmarks="impute"``: the largest share of the model's landmarks that
+        may be absent from the input (default 10 %).
+    nonfinite
+        The readers' policy for infinite input values: ``"error"`` or ``"missing"``.
     """
 
     block_size: int = 10000
@@ -207,6 +222,26 @@ class PlanOptions:
     scale: str | None = None
     annotation: Any = None
     data_dir: str | None = None
+    max_impute: float = MAX_IMPUTE_FRACTION
+    nonfinite: str = "error"
+
+    def __post_init__(self) -> None:
+        """The same checks as the command line's, for callers of the Python API."""
+        for name in ("block_size", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.min_r is not None and not -1.0 <= float(self.min_r) <= 1.0:
+            raise ConfigError(f"min_r must be between -1 and 1, got {self.min_r}")
+        if not 0.0 <= float(self.max_impute) <= 1.0:
+            raise ConfigError(f"max_impute must be between 0 and 1, got {self.max_impute}")
+        if self.missing_landmarks not in MISSING_POLICIES:
+            raise ConfigError(f"missing_landmarks must be one of {', '.join(MISSING_POLICIES)}, "
+                              f"not {self.missing_landmarks!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ConfigError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, not "
+                              f"{self.nonfinite!r}")
 
     def fingerprint(self) -> dict[str, Any]:
         """What of these options changes the output's bytes (for resuming)."""
@@ -215,7 +250,7 @@ class PlanOptions:
                 "min_r": self.min_r, "with_reliability": self.with_reliability,
                 "format": self.fmt, "scale": self.scale,
                 "annotation": ann if isinstance(ann, (str, type(None))) else "table",
-                "data_dir": self.data_dir}
+                "data_dir": self.data_dir, "nonfinite": self.nonfinite}
 
 
 @dataclass(eq=False)
@@ -231,6 +266,9 @@ class Plan:
     batch_size: int
     fingerprint: str
     n_imputed: int = 0
+    #: non-finite values read as missing: those of a text input (parsed once, whole) plus
+    #: those in the blocks read for prediction (GCTX/h5ad, read as predicted)
+    n_nonfinite: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -246,7 +284,9 @@ class Plan:
 
     def landmarks(self, start: int, stop: int) -> np.ndarray:
         """The ``(stop - start, n_landmarks)`` log2 landmark matrix of samples start..stop."""
+        before = self.source.nonfinite.count
         raw = self.source.read(start, stop, self.inputs.read_cols)
+        self.n_nonfinite += self.source.nonfinite.count - before
         n_cols = len(self.source.gene_ids) if self.inputs.read_cols is None \
             else len(self.inputs.read_cols)
         if raw.ndim != 2 or raw.shape != (stop - start, n_cols):
@@ -314,24 +354,27 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
                           f"{options.block_size}")
     if source.n_samples == 0:
         raise InputFormatError(source.source, "no samples", expected="at least one profile")
+    parsed = source.nonfinite.count  # a text input's, counted as it was parsed
     harmonizer = Harmonizer.for_reader(source, scale=options.scale,
                                        annotation=options.annotation, known=pred.known_genes(),
                                        data_dir=options.data_dir, to=pred.gene_id_kind)
     inputs = LandmarkInputs.plan(harmonizer, pred.landmark_ids,
                                  landmark_symbols=pred.landmark_symbols,
-                                 means=pred.landmark_means, missing=options.missing_landmarks)
+                                 means=pred.landmark_means, missing=options.missing_landmarks,
+                                 max_impute_fraction=options.max_impute)
     if harmonizer.changes_input:  # converted or re-keyed, as training does: say so once
         say(harmonizer.report.summary(), progress=progress)
-    if inputs.n_absent:
-        say(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
-            f"{source.source}; imputed from training means", progress=progress)
+    if inputs.n_absent:  # always told: these predictions rest partly on training means
+        warn(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
+             f"{source.source}; imputed from training means", progress=progress)
     target_idx = _select_targets(pred, options.min_r, progress)
     table = _gene_table(pred, target_idx, options.with_reliability)
     fp = {"layout": LAYOUT_VERSION, "input": source.fingerprint(), "model": pred.checksum,
           "options": options.fingerprint()}
     fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     return Plan(source, pred, inputs, target_idx, table, options.block_size,
-                min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint)
+                min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint,
+                n_nonfinite=parsed)
 
 
 # ---------------------------------------------------------------------- running blocks
@@ -346,6 +389,7 @@ class PredictResult:
     n_imputed_landmarks: int = 0
     resumed_blocks: int = 0
     seconds: float = 0.0
+    n_nonfinite: int = 0
 
 
 def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set[int]:
@@ -361,7 +405,8 @@ def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set
             return done
         say(f"{part} is unfinished output of a different input, model or options (or is "
             "damaged); starting over", progress=progress)
-    resume.remove_partial(output)
+    with output_errors(output):
+        resume.remove_partial(output)
     columns = plan.source.sample_columns()
     if fmt == "gctx" and "values" not in {name for name, _ in columns}:
         # the project's GCT/GCTX convention for the scale (read back by geneinfer.io)
@@ -393,7 +438,8 @@ def run_blocks(
     if header is None or header[0] != plan.fingerprint:
         raise GeneinferError(f"{part}: unfinished output missing or not from this run")
     _, offset, shape = header
-    log = resume.ProgressLog(output, rank=rank, fingerprint=plan.fingerprint)
+    with output_errors(part):
+        log = resume.ProgressLog(output, rank=rank, fingerprint=plan.fingerprint)
     pending: deque[Future] = deque()
     failed: list[BaseException] = []
 
@@ -441,9 +487,18 @@ def finish_output(plan: Plan, output: Path, done_before: set[int], seconds: floa
             f"{resume.partial_path(output)}: blocks {sorted(missing)[:10]} were not written; "
             "rerun the same command to resume"
         )
-    resume.finish(output)
-    if plan.n_imputed:
-        say(f"{plan.n_imputed} missing landmark values imputed from training means",
-            progress=progress)
+    with output_errors(output):
+        resume.finish(output)
+    report_counts(plan, progress=progress)
     return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
-                         plan.inputs.n_absent, len(done_before), seconds)
+                         plan.inputs.n_absent, len(done_before), seconds, plan.n_nonfinite)
+
+
+def report_counts(plan: Plan, *, progress: bool) -> None:
+    """Say how many values were imputed or read as missing (warnings: always told)."""
+    if plan.n_nonfinite:
+        warn(f"{plan.n_nonfinite} non-finite values in {plan.source.source} read as missing "
+             "(--nonfinite missing)", progress=progress)
+    if plan.n_imputed:
+        warn(f"{plan.n_imputed} missing landmark values imputed from training means",
+             progress=progress)
