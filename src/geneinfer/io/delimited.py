@@ -148,7 +148,13 @@ class RowCheck:
             if line.count(b'"') % 2 and self.unbalanced_quote is None:
                 self.unbalanced_quote = no
             text = line.rstrip(b"\r").decode("utf-8", "replace")
-            return len(next(csv.reader([text], delimiter=self.layout.sep, quotechar='"')))
+            try:  # strict: a quoted field is closed on its line, and closes a whole field
+                return len(next(csv.reader([text], delimiter=self.layout.sep, quotechar='"',
+                                           strict=True)))
+            except csv.Error as exc:
+                raise InputFormatError(self.path, f"badly quoted field ({exc})", where=no,
+                                       expected="double quotes around whole fields, closed "
+                                       "on the same line") from None
         return line.count(self.sep) + 1
 
 
@@ -217,17 +223,26 @@ def _fast_chunks(path: PathLike, layout: BodyLayout, chunk_rows: int) -> Iterato
     dtype = {c: (np.float32 if c in values else str) for c in cols}
     done = 0
     with checked_binary(path, layout) as (handle, rows):
+        # the lines before the body are skipped here, as lines: pandas' skiprows counts rows,
+        # and a stray quote above the body would make it skip a different number of lines
+        for _ in range(layout.first_line - 1):
+            handle.readline()
         reader = pd.read_csv(
             handle, sep=layout.sep, header=None, names=list(range(layout.n_fields)),
             usecols=None if len(cols) == layout.n_fields else cols, index_col=False,
-            skiprows=layout.first_line - 1, dtype=dtype,  # type: ignore[arg-type]
+            dtype=dtype,  # type: ignore[arg-type]
             keep_default_na=False, na_values={c: list(NA_TOKENS) for c in layout.value_cols},
             quoting=csv.QUOTE_MINIMAL if layout.quoted else csv.QUOTE_NONE, quotechar='"',
             chunksize=chunk_rows, engine="c", encoding="utf-8", float_precision="round_trip",
             nrows=layout.n_rows,
         )
         try:
-            for frame in reader:
+            while True:
+                # float32 overflow becomes inf (checked below); numpy's warning is not news
+                with np.errstate(over="ignore"):
+                    frame = next(reader, None)
+                if frame is None:
+                    break
                 n = len(frame)
                 if done + n > len(rows.lines):
                     raise _quote_error(path, rows)

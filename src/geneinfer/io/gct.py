@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,14 +51,17 @@ from geneinfer.io.cells import (
     MAX_ID_CHARS,
     NonFinite,
     as_nonfinite,
+    check_id_length,
     check_writable_texts,
     check_writable_values,
+    longest,
 )
 from geneinfer.io.delimited import BodyLayout, iter_body
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
 _CHUNK_ROWS = 2000
+_DIGITS = re.compile("[0-9]+")  # ASCII only: str.isdigit would take '²' or Arabic digits
 #: the most text one byte of gzip data can expand to (deflate's limit is about 1,032)
 _GZIP_MAX_RATIO = 1100
 
@@ -82,7 +86,7 @@ class GCTHeader:
 def _ints(path: PathLike, line: str, n: int, lineno: int) -> list[int]:
     parts = line.split("\t") if "\t" in line else line.split()
     parts = [p for p in (x.strip() for x in parts) if p]
-    if len(parts) != n or not all(p.isdigit() for p in parts):
+    if len(parts) != n or not all(_DIGITS.fullmatch(p) for p in parts):
         raise InputFormatError(
             path,
             f"bad dimension line {line.strip()[:60]!r}",
@@ -90,6 +94,12 @@ def _ints(path: PathLike, line: str, n: int, lineno: int) -> list[int]:
             expected=f"{n} non-negative integers",
         )
     return [int(p) for p in parts]
+
+
+def _check_lengths(path: PathLike, fields: Sequence[str], *, where: int) -> None:
+    if longest(fields) > MAX_FIELD_CHARS:
+        raise InputFormatError(path, f"a field of {longest(fields)} characters", where=where,
+                               expected=f"at most {MAX_FIELD_CHARS}")
 
 
 def read_gct_header(path: PathLike) -> GCTHeader:
@@ -123,6 +133,9 @@ def read_gct_header(path: PathLike) -> GCTHeader:
         check_unique(path, row_names, what="row metadata", where=3)
         if any(not s.strip() for s in samples):
             raise InputFormatError(path, "empty sample id", where=3, expected="non-empty ids")
+        for sample in samples:
+            check_id_length(path, sample, what="sample", where=3)
+        _check_lengths(path, row_names, where=3)
         col_meta: dict[str, list[str]] = {}
         for k in range(n_cmeta):
             lineno = 4 + k
@@ -149,6 +162,7 @@ def read_gct_header(path: PathLike) -> GCTHeader:
                     where=lineno,
                     expected="unique names",
                 )
+            _check_lengths(path, fields, where=lineno)
             col_meta[fields[0]] = fields[1 + n_rmeta :]
     return GCTHeader(
         version=version,
@@ -172,8 +186,8 @@ def _check_declared_size(path: PathLike, hdr: GCTHeader) -> None:
     need = hdr.n_genes * hdr.n_fields
     if need > room:
         raise InputFormatError(
-            path, f"line 2 declares {hdr.n_genes} genes x {hdr.n_fields} fields, more than "
-            f"a file of {size} bytes can hold", where=2,
+            path, f"declares {hdr.n_genes} genes x {hdr.n_fields} fields, more than a file "
+            f"of {size} bytes can hold", where=2,
             expected="the number of data rows and samples the file has")
 
 

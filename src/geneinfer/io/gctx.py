@@ -167,7 +167,8 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, cols: np.ndarray | No
     if cols is not None and not (len(cols) == block.shape[1]
                                  and np.array_equal(cols, np.arange(block.shape[1]))):
         block = block[:, cols]
-    return np.asarray(block, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the reader checks
+        return np.asarray(block, dtype=np.float32)
 
 
 class GCTXBlocks(BlockReader):

@@ -8,7 +8,8 @@ anndata is imported only when an ``.h5ad`` file is actually read or written.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -52,6 +53,15 @@ def _anndata() -> ModuleType:
     return anndata
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """anndata's warnings (e.g. "Variable names are not unique") would print under our own
+    precise errors; the readers check what they warn about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
     """Categorical / string columns (anndata stores strings as categoricals) -> object."""
     frame = frame.copy()
@@ -68,7 +78,8 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
 def _dense(x) -> np.ndarray:
     if hasattr(x, "toarray"):
         x = x.toarray()
-    return np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the reader checks
+        return np.asarray(x, dtype=np.float32)
 
 
 def _info(adata) -> tuple[str, str | None]:
@@ -152,8 +163,24 @@ def _check_layout(path: PathLike) -> None:
             raise InputFormatError(
                 path, "has no X matrix", where="/X", expected="a samples x genes X"
             )
+        for group in ("obs", "var"):
+            _check_group_sizes(path, f[group], f"/{group}")
         with translate_hdf5(path, "/X", what=_WHAT):
             _check_x(path, f["X"])
+
+
+def _check_group_sizes(path: PathLike, group, where: str) -> None:
+    """Every dataset of ``obs`` / ``var`` (index, columns, categories) fits its storage, so
+    anndata never allocates by a declared size the file cannot back."""
+    if isinstance(group, h5py.Dataset):
+        check_declared_size(path, group, where)
+        return
+    if not isinstance(group, h5py.Group):
+        raise InputFormatError(path, "not a group", where=where, expected=_WHAT)
+    for name in group:
+        with translate_hdf5(path, f"{where}/{name}", what=_WHAT):
+            item = group[name]
+        _check_group_sizes(path, item, f"{where}/{name}")
 
 
 def _check_x(path: PathLike, x) -> None:
@@ -233,7 +260,8 @@ def read_h5ad(path: PathLike, *, nonfinite: str | NonFinite | None = None) -> Ex
     check_readable(path)
     _check_layout(path)
     with translate_hdf5(path, "/", what=_WHAT):
-        adata = ad.read_h5ad(path)
+        with _quiet():
+            adata = ad.read_h5ad(path)
         if adata.X is None:
             raise InputFormatError(
                 path, "has no X matrix", where="/X", expected="a samples x genes X"
@@ -254,7 +282,7 @@ class H5adBlocks(BlockReader):
         self.path = Path(path)
         self.source = str(path)
         self.nonfinite = as_nonfinite(nonfinite)
-        with translate_hdf5(path, "/", what=_WHAT):
+        with translate_hdf5(path, "/", what=_WHAT), _quiet():
             self._adata = ad.read_h5ad(path, backed="r")
         try:
             with translate_hdf5(path, "/", what=_WHAT):
@@ -301,7 +329,8 @@ def peek_h5ad(path: PathLike) -> tuple[int, int, list[str]]:
     check_readable(path)
     _check_layout(path)
     with translate_hdf5(path, "/", what=_WHAT):
-        adata = ad.read_h5ad(path, backed="r")
+        with _quiet():
+            adata = ad.read_h5ad(path, backed="r")
         try:
             return adata.n_obs, adata.n_vars, [str(v) for v in adata.var_names]
         finally:

@@ -350,8 +350,14 @@ _TABLE_BEGIN = "!series_matrix_table_begin"
 _TABLE_END = "!series_matrix_table_end"
 
 
-def _split_quoted(line: str) -> list[str]:
-    return next(csv.reader([line], delimiter="\t", quotechar='"'))
+def _split_quoted(path: PathLike, line: str, lineno: int) -> list[str]:
+    """Tab-separated fields, double quotes around whole fields (closed on the line)."""
+    try:
+        return next(csv.reader([line], delimiter="\t", quotechar='"', strict=True))
+    except csv.Error as exc:
+        raise InputFormatError(path, f"badly quoted field ({exc})", where=lineno,
+                               expected="double quotes around whole fields, closed on the "
+                               "same line") from None
 
 
 def read_series_matrix(path: PathLike, *,
@@ -365,7 +371,7 @@ def read_series_matrix(path: PathLike, *,
     nonfinite = as_nonfinite(nonfinite)
     with translate_errors(path, what="GEO series-matrix file"):
         scan = _scan_matrix(path)
-        header = _split_quoted(scan.header)
+        header = _split_quoted(path, scan.header, scan.header_line)
         _check_table_header(path, header, scan.header_line)
         layout = BodyLayout(
             sep="\t", quoted=True, n_fields=len(header), first_line=scan.header_line + 1,
@@ -424,7 +430,7 @@ def _scan_matrix(path: PathLike) -> _MatrixScan:
             elif line.startswith(_TABLE_BEGIN):
                 begin = lineno
             elif line.startswith("!Sample_"):
-                fields = _split_quoted(line)
+                fields = _split_quoted(path, line, lineno)
                 attrs.setdefault(fields[0][len("!Sample_") :], []).append(fields[1:])
     if not begin:
         raise InputFormatError(path, "no data table", expected=f"a '{_TABLE_BEGIN}' line")

@@ -97,11 +97,12 @@ def _read_header(path: PathLike, sep: str) -> list[str]:
     if not line.strip():
         raise InputFormatError(path, "first line is empty", where=1, expected="a header row")
     try:
-        return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quotechar='"'))
+        return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quotechar='"',
+                               strict=True))
     except csv.Error as exc:
         raise InputFormatError(path, f"cannot split the header ({exc})", where=1,
-                               expected=f"fields of at most {MAX_FIELD_CHARS} characters"
-                               ) from None
+                               expected=f"fields of at most {MAX_FIELD_CHARS} characters, "
+                               "double quotes around whole fields") from None
 
 
 def _sniff(path: PathLike, sep: str) -> tuple[list[str], list[list[str]]]:
