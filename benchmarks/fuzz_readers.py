@@ -732,6 +732,9 @@ def ref_soft(data: bytes, platform: str) -> Table:
                and (b["attrs"].get("platform_id") or [""])[0] == platform]
     plat = next((b for b in blocks if b["kind"] == "PLATFORM" and b["acc"] == platform), None)
     order: list[str] = []
+    for b in [plat, *samples]:
+        if b is not None and b["header"] and len(set(b["header"])) != len(b["header"]):
+            raise Invalid("duplicate table column names")
     if plat is not None and plat["header"]:
         for r in plat["rows"]:
             if len(r) != len(plat["header"]):

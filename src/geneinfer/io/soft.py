@@ -154,6 +154,7 @@ def _table_frame(path: PathLike, block: _Block) -> pd.DataFrame:
             where=block.line,
             expected="a header line after '_table_begin'",
         )
+    check_unique(path, block.header, what=f"{block.acc} column", where=block.table_line)
     width = len(block.header)
     for k, row in enumerate(block.rows):
         if len(row) != width:
