@@ -1010,8 +1010,8 @@ class Worker:
         self._buf = b""
 
     def _start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1",
-                   GENEINFER_MALLOC_TUNING="0")
+        env = dict(os.environ, OMP_NUM_THREADS="1", GENEINFER_MALLOC_TUNING="0")
+        env.setdefault("PYTHONPATH", str(ROOT / "src"))  # (a given one: another geneinfer)
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, bufsize=0)
