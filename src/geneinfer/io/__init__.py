@@ -12,7 +12,9 @@ read only), ``series-matrix`` (GEO, read only), ``tsv`` / ``csv`` (delimited tab
 ...         ...
 
 Every reader raises :class:`~geneinfer.errors.InputFormatError` (file, line or dataset,
-what was expected) on malformed input; missing values stay NaN. Writers are atomic.
+what was expected) on malformed input; missing values stay NaN. What readers accept (the
+number grammar, missing tokens, infinite values, control characters, lengths) is in
+:mod:`geneinfer.io.cells`. Writers are atomic and refuse what readers would refuse.
 """
 
 from __future__ import annotations
