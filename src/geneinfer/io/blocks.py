@@ -65,9 +65,21 @@ class BlockReader:
     genes: pd.DataFrame
     scale: str = "unknown"
     gene_id_kind: str = "unknown"
-    nonfinite: NonFinite
     #: where the values live, for messages (an HDF5 dataset; None for text and memory)
     values_where: str | None = None
+
+    @property
+    def nonfinite(self) -> NonFinite:
+        # a reader that never set a policy has the default one ("error"), so every caller
+        # (and every reader written later) can count on the attribute
+        found = self.__dict__.get("_nonfinite")
+        if found is None:
+            found = self.__dict__["_nonfinite"] = NonFinite()
+        return found
+
+    @nonfinite.setter
+    def nonfinite(self, value: str | NonFinite | None) -> None:
+        self.__dict__["_nonfinite"] = as_nonfinite(value)
 
     # -- subclasses -----------------------------------------------------------------------
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:

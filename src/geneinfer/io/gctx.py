@@ -46,6 +46,7 @@ from geneinfer.io.cells import (
     check_writable_texts,
     check_writable_values,
 )
+from geneinfer.io.h5probe import probe
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import OutputError, atomic_path, os_reason
 
@@ -62,6 +63,7 @@ _WHAT = "a GCTX (HDF5) file in the CMap layout"
 
 def _open(path: PathLike) -> h5py.File:
     check_readable(path)
+    probe(path, what=_WHAT)
     try:
         return h5py.File(path, "r")
     except Exception as exc:  # h5py raises many types for damaged files

@@ -36,6 +36,7 @@ from geneinfer.io.cells import (
     check_writable_texts,
     check_writable_values,
 )
+from geneinfer.io.h5probe import probe
 from geneinfer.scales import SCALES
 from geneinfer.utils.files import atomic_path
 
@@ -144,6 +145,7 @@ def _check_layout(path: PathLike) -> None:
     """Fail fast (and without anndata's warnings or crashes) on HDF5 files that are not
     AnnData or whose ``X`` is damaged; anndata and scipy trust what they are given (an
     out-of-range sparse index can crash the process), so ``X`` is checked here first."""
+    probe(path, what=_WHAT)
     try:
         f = h5py.File(path, "r")
     except Exception as exc:  # h5py raises many types for damaged files
@@ -166,7 +168,24 @@ def _check_layout(path: PathLike) -> None:
         for group in ("obs", "var"):
             _check_group_sizes(path, f[group], f"/{group}")
         with translate_hdf5(path, "/X", what=_WHAT):
-            _check_x(path, f["X"])
+            shape = _check_x(path, f["X"])
+            expected = (_n_entries(path, f["obs"], "obs"), _n_entries(path, f["var"], "var"))
+        if shape != expected:  # anndata's backed mode would read past a mismatch silently
+            raise InputFormatError(path, f"X has shape {shape}", where="/X",
+                                   expected=f"{expected} (the entries of obs and var)")
+
+
+def _n_entries(path: PathLike, group, name: str) -> int:
+    """Rows of ``obs`` / ``var``: the length of its index (old files: of its table)."""
+    if isinstance(group, h5py.Dataset):
+        return int(group.shape[0]) if group.ndim else 1
+    key = group.attrs.get("_index", "_index")
+    key = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    index = group.get(key)
+    if not isinstance(index, h5py.Dataset) or index.ndim != 1:
+        raise InputFormatError(path, "has no index", where=f"/{name}",
+                               expected="an AnnData file (X, obs, var)")
+    return int(index.shape[0])
 
 
 def _check_group_sizes(path: PathLike, group, where: str) -> None:
@@ -183,20 +202,21 @@ def _check_group_sizes(path: PathLike, group, where: str) -> None:
         _check_group_sizes(path, item, f"{where}/{name}")
 
 
-def _check_x(path: PathLike, x) -> None:
-    """A dense X is a 2-D numeric dataset; a sparse one passes :func:`_check_sparse`."""
+def _check_x(path: PathLike, x) -> tuple[int, int]:
+    """A dense X is a 2-D numeric dataset; a sparse one passes :func:`_check_sparse`.
+    Returns its shape."""
     if isinstance(x, h5py.Dataset):
         if x.ndim != 2 or x.dtype.kind not in "biuf":
             raise InputFormatError(path, f"X has shape {x.shape} and dtype {x.dtype}",
                                    where="/X", expected="a 2-D numeric matrix")
         check_declared_size(path, x, "/X")
-        return
+        return int(x.shape[0]), int(x.shape[1])
     kind = x.attrs.get("encoding-type")
     kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)
     if kind not in _SPARSE:
         raise InputFormatError(path, f"X is a group of encoding {kind!r}", where="/X",
                                expected="a dense matrix or a csr_matrix / csc_matrix")
-    _check_sparse(path, x, kind)
+    return _check_sparse(path, x, kind)
 
 
 def _sparse_part(path: PathLike, x, name: str, kinds: str) -> h5py.Dataset:
@@ -208,7 +228,7 @@ def _sparse_part(path: PathLike, x, name: str, kinds: str) -> h5py.Dataset:
     return ds
 
 
-def _check_sparse(path: PathLike, x, kind: str) -> None:
+def _check_sparse(path: PathLike, x, kind: str) -> tuple[int, int]:
     """Shape, index pointers (start at 0, never decrease, end at the number of entries) and
     indices (in range, no repeats within a row or column), without loading them whole."""
     shape = np.asarray(x.attrs.get("shape", []))
@@ -235,6 +255,7 @@ def _check_sparse(path: PathLike, x, kind: str) -> None:
         stop = max(stop, start + 1)
         _check_indices(path, indices, ptr, start, min(stop, major), minor)
         start = stop
+    return int(shape[0]), int(shape[1])
 
 
 def _check_indices(path: PathLike, indices: h5py.Dataset, ptr: np.ndarray, start: int,
