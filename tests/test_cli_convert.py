@@ -44,7 +44,7 @@ def test_convert_errors_are_one_line_exit_2(shared: Path, tmp_path: Path, capsys
     assert main(["convert", str(bad), str(tmp_path / "o.gctx")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"geneinfer: error: {bad}, line 5: non-numeric value 'oops' in field 2 "
+        f"geneinfer: error: {bad}, line 5: non-numeric value 'oops' in field 2 (sample S1) "
         "(expected a number or NA/NaN/empty for missing)"
     )
     assert not (tmp_path / "o.gctx").exists()

@@ -101,9 +101,10 @@ def test_every_command_detects_the_same_scale(case, case_files, array_model, sha
         assert info["inputs"][0]["scale"] == expected
         assert info["inputs"][0]["scale_from"] == "detected"
     caplog.clear()
+    # RNA-seq tables lack 103 of the 943 array landmarks (10.9 %): allow imputing them
     rc = main(["predict", "--model", str(array_model), "--input", str(path),
                "--output", str(tmp_path / "p.gct"), "--missing-landmarks", "impute",
-               "--data-dir", str(shared)])
+               "--max-impute", "0.2", "--data-dir", str(shared)])
     err = capsys.readouterr().err
     if expected == "zscore":
         assert rc == 2 and "'zscore' scale" in err
@@ -115,11 +116,12 @@ def test_predict_reads_rnaseq_counts_with_ensembl_ids_like_the_api(array_model, 
                                                                     tmp_path):
     out = tmp_path / "geuvadis.gctx"
     assert main(["predict", "--model", str(array_model), "--input", str(shared / GEUVADIS),
-                 "--output", str(out), "--missing-landmarks", "impute", "--data-dir",
-                 str(shared), "--no-progress"]) == 0
+                 "--output", str(out), "--missing-landmarks", "impute", "--max-impute", "0.2",
+                 "--data-dir", str(shared), "--no-progress"]) == 0
     cli = read(out)
     api = InferenceModel.load(array_model).predict(read(shared / GEUVADIS),
-                                                  missing_landmarks="impute", data_dir=shared)
+                                                  missing_landmarks="impute", data_dir=shared,
+                                                  max_impute_fraction=0.2)
     assert cli.n_samples == 85 and list(cli.gene_ids) == list(api.gene_ids)
     np.testing.assert_allclose(cli.values, api.values, rtol=0, atol=1e-5)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from geneinfer import __version__
 from geneinfer.commands import add_output_options
-from geneinfer.errors import GeneinferError
+from geneinfer.errors import ConfigError, GeneinferError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,8 +30,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option mistakes are user mistakes: one line and exit code 2, like every other error
+    (argparse would print the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geneinfer",
         description="Infer whole-transcriptome expression from a panel of landmark genes.",
     )

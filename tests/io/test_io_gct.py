@@ -123,7 +123,7 @@ BAD = {
     "dup_gene": (SMALL.replace("1053_at", "1007_s_at"), 7, "unique gene"),
     "dup_sample": (SMALL.replace("S1\tS2", "S1\tS1"), 3, "unique sample"),
     "short_row": (SMALL.replace("RFC2\tNA\t7.5", "RFC2\tNA"), 7, "fields"),
-    "long_row": (SMALL.replace("RFC2\tNA\t7.5", "RFC2\tNA\t7.5\t1"), 7, "4 fields"),
+    "long_row": (SMALL.replace("RFC2\tNA\t7.5", "RFC2\tNA\t7.5\t1"), 7, "expected 4"),
     "col_meta_fields": (SMALL.replace("dataset\tna\tdemo\tdemo", "dataset\tdemo"), 4, "fields"),
     "empty_gene_id": (SMALL.replace("117_at", ""), 8, "gene id"),
 }

@@ -93,7 +93,7 @@ BAD_SOFT = {
         None,
     ),
     "dup_sample": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS) + _sample("GSM1", GOOD_ROWS), None),
-    "dup_row": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS + "117_at\t1\tP\n"), 22),
+    "dup_row": (SOFT_HEAD + _sample("GSM1", GOOD_ROWS + "117_at\t1\tP\n"), 26),  # the repeated row
     "no_samples": (SOFT_HEAD, None),
     "empty": ("", None),
 }

@@ -14,7 +14,14 @@ import pytest
 
 from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError, ModelFileError
 from geneinfer.expression import ExpressionData
-from geneinfer.models.bundle import FORMAT_VERSION, MODEL_JSON, WEIGHTS_FILE, InferenceModel
+from geneinfer.models.bundle import (
+    DIGEST_KEY,
+    FORMAT_VERSION,
+    MODEL_JSON,
+    WEIGHTS_FILE,
+    InferenceModel,
+    json_digest,
+)
 from geneinfer.models.registry import make_model
 from geneinfer.preprocess import ProfilePreprocessor
 
@@ -185,16 +192,23 @@ def test_missing_files_rejected(tmp_path, ridge_bundle):
         InferenceModel.load(path)
 
 
+def _reseal(path, doc) -> None:
+    """Write an edited model.json with a matching digest, as a careful forger would, to reach
+    the checks behind the digest."""
+    doc["files"][MODEL_JSON][DIGEST_KEY] = json_digest(doc)
+    (path / MODEL_JSON).write_text(json.dumps(doc))
+
+
 def test_inconsistent_json_is_a_model_file_error(tmp_path, ridge_bundle):
     path = ridge_bundle.save(tmp_path / "m")
     doc = json.loads((path / MODEL_JSON).read_text())
     doc["targets"]["ids"] = doc["targets"]["ids"][:-1]  # ids and symbols disagree
-    (path / MODEL_JSON).write_text(json.dumps(doc))
+    _reseal(path, doc)
     with pytest.raises(ModelFileError, match="inconsistent"):
         InferenceModel.load(path)
     doc["targets"]["symbols"] = doc["targets"]["symbols"][:-1]  # agree, but not with weights
     doc["gene_metrics"] = {k: v[:-1] for k, v in doc["gene_metrics"].items()}
-    (path / MODEL_JSON).write_text(json.dumps(doc))
+    _reseal(path, doc)
     with pytest.raises(ModelFileError, match="fitted on 50 genes but the model lists 49"):
         InferenceModel.load(path)
 

@@ -32,8 +32,14 @@ from geneinfer.calibration.estimator import OffsetScaleCalibrator
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.genes.matching import match_genes
-from geneinfer.io import open_blocks
-from geneinfer.preprocess import Harmonizer, LandmarkInputs, harmonize
+from geneinfer.io import NonFinite, open_blocks
+from geneinfer.preprocess import (
+    MAX_IMPUTE_FRACTION,
+    Harmonizer,
+    LandmarkInputs,
+    check_imputable,
+    harmonize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +95,17 @@ class CalibratedModel:
 
 
 def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionData, *,
-                    block_size: int = 10000, data_dir: str | os.PathLike[str] | None = None
-                    ) -> np.ndarray:
+                    block_size: int = 10000, data_dir: str | os.PathLike[str] | None = None,
+                    max_impute_fraction: float = MAX_IMPUTE_FRACTION,
+                    nonfinite: str | NonFinite | None = None) -> np.ndarray:
     """Per landmark, the training mean of the model inputs minus the input study's mean
     (:meth:`~geneinfer.models.bundle.InferenceModel.model_inputs`: after the saved
     preprocessing). Pass it to :class:`CalibratedModel` as ``input_shift``.
 
     The input is read in blocks (flat memory) and harmonised like any prediction input;
-    landmarks absent from the input are imputed with the training means (and so barely move).
+    landmarks absent from the input are imputed with the training means (and so barely move;
+    at most ``max_impute_fraction`` of them may be absent, as in prediction). ``nonfinite``
+    is the readers' policy for infinite values.
     """
     if getattr(model, "landmark_means", None) is None:
         raise GeneinferError(
@@ -105,11 +114,11 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
         )
     n_land = len(model.landmark_ids)
     total, count = np.zeros(n_land), np.zeros(n_land)
-    with open_blocks(input_path) as reader:
+    with open_blocks(input_path, nonfinite=nonfinite) as reader:
         harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir, known=model.known_genes(),
                                            to=getattr(model, "gene_id_kind", "entrez"))
         inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=model.landmark_means,
-                                     missing="impute")
+                                     missing="impute", max_impute_fraction=max_impute_fraction)
         for start in range(0, reader.n_samples, block_size):
             stop = min(start + block_size, reader.n_samples)
             X, _ = inputs.landmarks(reader.read(start, stop, inputs.read_cols),
@@ -131,6 +140,7 @@ def fit_offset_calibrator(
     scale: bool = False,
     data_dir: str | os.PathLike[str] | None = None,
     input_shift: np.ndarray | None = None,
+    max_impute_fraction: float = MAX_IMPUTE_FRACTION,
 ) -> tuple[OffsetScaleCalibrator, int]:
     """Learn a per-gene offset (and slope with ``scale``) from full profiles of a new platform.
 
@@ -142,6 +152,8 @@ def fit_offset_calibrator(
     genes, _ = harmonize(profiles, data_dir=data_dir, known=model.known_genes(),
                          to=getattr(model, "gene_id_kind", "entrez"))
     landmarks = match_genes(model.landmark_ids, genes.gene_ids)
+    check_imputable(landmarks.n_missing, model.landmark_ids, landmarks.missing,
+                    max_fraction=max_impute_fraction, source=genes.source)
     X = landmarks.take(genes.values, fill=np.asarray(model.landmark_means, dtype=np.float32))
     X = np.where(np.isnan(X), np.asarray(model.landmark_means)[None, :], X)
     X = X.astype(np.float32)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from geneinfer import io
+from geneinfer.commands.options import add_nonfinite
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.scales import resolve_scale
+from geneinfer.utils.files import output_errors
+from geneinfer.utils.locks import exclusive_lock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,13 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="layout of a TSV/CSV input (detected when unambiguous); "
         "also used for a TSV/CSV output (default genes-in-rows)",
     )
+    add_nonfinite(parser)
 
 
-def summary(data: ExpressionData, out: str) -> str:
+def summary(data: ExpressionData, out: str, *, n_nonfinite: int = 0) -> str:
     """One line: shape, scale (stated by the file, else detected), id kind and the number of
-    missing values. The values are written as read, whatever their scale."""
+    missing values (of which ``n_nonfinite`` were infinite values read as missing). The
+    values are written as read, whatever their scale."""
     n_missing = data.n_missing()
     miss = f", {n_missing} missing values (kept as NaN)" if n_missing else ""
+    if n_nonfinite:
+        miss += f", {n_nonfinite} of them non-finite in the input (--nonfinite missing)"
     try:
         scale = resolve_scale(data.values, stated=data.scale, source=data.source).describe()
     except GeneinferError:  # converting copies the values; say what is off, do not refuse
@@ -61,11 +69,17 @@ def run(args: argparse.Namespace) -> int:
         read_opts["platform"] = args.platform
     if args.orientation and in_fmt in ("tsv", "csv"):
         read_opts["orientation"] = args.orientation
-    data = io.read(args.input, format=in_fmt, **read_opts)
     write_opts: dict[str, object] = {}
     if args.orientation and out_fmt in ("tsv", "csv"):
         write_opts["orientation"] = args.orientation
-    io.write(data, args.output, format=out_fmt, **write_opts)
+    out = Path(args.output)
+    with output_errors(out.parent, what="create the folder"):
+        out.parent.mkdir(parents=True, exist_ok=True)  # where the lock file goes
+    # one run per output at a time: a second one stops at once naming this one's pid
+    with exclusive_lock(out, what="converting into"):
+        nonfinite = io.NonFinite(args.nonfinite)
+        data = io.read(args.input, format=in_fmt, nonfinite=nonfinite, **read_opts)
+        io.write(data, out, format=out_fmt, **write_opts)
     if not args.quiet:
-        print(summary(data, args.output))
+        print(summary(data, args.output, n_nonfinite=nonfinite.count))
     return 0

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 
 from geneinfer.calibration import CalibratedModel, centering_shift, fit_offset_calibrator
+from geneinfer.commands.options import add_nonfinite, correlation, fraction, positive_int
 from geneinfer.errors import ConfigError
 from geneinfer.io import WRITABLE, read
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.predict import PlanOptions, predict_file
+from geneinfer.preprocess import MAX_IMPUTE_FRACTION
 from geneinfer.scales import CONVERTIBLE
 
 
@@ -27,21 +29,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="output_format", default=None,
                         choices=WRITABLE,
                         help="output format (default: from the output extension)")
-    parser.add_argument("--block-size", type=int, default=10000, metavar="N",
+    parser.add_argument("--block-size", type=positive_int, default=10000, metavar="N",
                         help="samples per block, the unit of resuming and sharding "
                              "(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                         help="samples predicted at once inside a block (default: 2048)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="processes on this machine (default: 1; under torchrun the "
                              "ranks share the work instead)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="BLAS/torch threads per process (default: cores / workers); "
                              "outputs are bit-identical for equal threads per process")
     parser.add_argument("--missing-landmarks", choices=("error", "impute"), default="error",
                         help="absent landmarks or NaN values: fail naming them, or fill them "
                              "with the model's training means (default: %(default)s)")
-    parser.add_argument("--min-r", type=float, default=None, metavar="R",
+    parser.add_argument("--max-impute", type=fraction, default=MAX_IMPUTE_FRACTION,
+                        metavar="F",
+                        help="with --missing-landmarks impute: the largest share of the "
+                             "model's landmarks that may be absent and imputed (default: "
+                             "%(default)s; 1 forces any number)")
+    add_nonfinite(parser)
+    parser.add_argument("--min-r", type=correlation, default=None, metavar="R",
                         help="keep only genes whose validation correlation is at least R "
                              "(LINCS-style 'best inferred genes')")
     parser.add_argument("--reliable-r", type=float, default=None, metavar="R",
@@ -76,8 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     calibrating = args.center_landmarks or args.calibrate or args.calibrate_scale
     model = _calibrated_model(args) if calibrating else args.model
     options = PlanOptions(
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         reliable_r=args.reliable_r, with_reliability=args.with_reliability,
         include_landmarks=args.include_landmarks, var_names=args.var_names,
         scale=args.scale, data_dir=args.data_dir,
+        max_impute=args.max_impute, nonfinite=args.nonfinite,
     )
     result = predict_file(model, args.input, args.output, options=options,
                           output_format=args.output_format, progress=args.progress,
@@ -105,14 +112,15 @@ def _calibrated_model(args: argparse.Namespace) -> CalibratedModel:
     if args.calibrate_scale and not args.calibrate:
         raise ConfigError("--calibrate-scale needs --calibrate FILE")
     model = InferenceModel.load(args.model, device="cpu")
-    shift = (centering_shift(model, args.input, data_dir=args.data_dir)
+    shift = (centering_shift(model, args.input, data_dir=args.data_dir,
+                             max_impute_fraction=args.max_impute, nonfinite=args.nonfinite)
              if args.center_landmarks else None)
     calibrator = None
     if args.calibrate:
-        profiles = read(args.calibrate)
+        profiles = read(args.calibrate, nonfinite=args.nonfinite)
         calibrator, n_genes = fit_offset_calibrator(
             model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
-            input_shift=shift,
+            input_shift=shift, max_impute_fraction=args.max_impute,
         )
         if not args.quiet:
             print(f"geneinfer: calibration from {profiles.n_samples} profiles of "

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from geneinfer.errors import ConfigError
-from geneinfer.models.bundle import check_model_path
+from geneinfer.commands.options import add_nonfinite, open_fraction
+from geneinfer.errors import ConfigError, GeneinferError
+from geneinfer.models.bundle import MODEL_JSON, check_model_path, read_model_doc
 from geneinfer.models.registry import MODEL_NAMES
 from geneinfer.scales import CONVERTIBLE
 from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION, train_model
+from geneinfer.utils.files import output_errors, remove_stale_temps
+from geneinfer.utils.locks import exclusive_lock
+
+#: key of ``model.info`` that identifies the training inputs and settings of a fit
+FIT_FINGERPRINT = "fit_fingerprint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,12 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train data, see --groups; with one study, --valid-fraction of its samples)"
     )
     parser.add_argument(
-        "--valid-fraction", type=float, default=VALID_FRACTION, metavar="F",
+        "--valid-fraction", type=open_fraction, default=VALID_FRACTION, metavar="F",
         help="share of the training samples held out (whole studies where there are several) "
         "for networks' early stopping and scoring, and for scoring with one study "
         "(default: %(default)s)",
     )
     parser.add_argument("--out", required=True, metavar="MODEL", help="model directory to write")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace a model already at --out that was trained on other data or settings "
+        "(without it only a rerun of the same training may replace it)")
     parser.add_argument(
         "--param",
         action="append",
@@ -94,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoints for resuming torch training (default: .MODEL.checkpoints next to "
         "--out, removed after a successful run)",
     )
+    add_nonfinite(parser)
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -117,6 +129,20 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     check_model_path(args.out)
     params = parse_params(args.param)
+    fingerprint = fit_fingerprint(args, params)
+    out = Path(args.out)
+    with output_errors(out.parent, what="create the folder"):
+        out.parent.mkdir(parents=True, exist_ok=True)  # for the lock file
+    if not _is_main_process():
+        return _train(args, params, fingerprint)
+    # one training per --out at a time; a second one stops at once naming this one's pid
+    with exclusive_lock(out, what="training a model into"):
+        check_replaceable(out, fingerprint, overwrite=args.overwrite)
+        remove_stale_temps(out)  # of a save that was killed
+        return _train(args, params, fingerprint)
+
+
+def _train(args: argparse.Namespace, params: dict[str, Any], fingerprint: str) -> int:
     # Torch models checkpoint here so an interrupted run resumes when the same command is
     # rerun (checkpoints are fingerprinted by data and settings, so stale ones are ignored).
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else _default_checkpoints(args.out)
@@ -136,15 +162,60 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         checkpoint_dir=ckpt,
         progress=args.progress,
+        nonfinite=args.nonfinite,
     )
     if not _is_main_process():
         return 0  # under torchrun every rank trains; rank 0 alone writes the model
+    model.info[FIT_FINGERPRINT] = fingerprint
     path = model.save(args.out)
     if not args.checkpoint_dir:
         shutil.rmtree(ckpt, ignore_errors=True)  # the saved model supersedes them
     if not args.quiet:
         print(format_summary(model, path))
     return 0
+
+
+def fit_fingerprint(args: argparse.Namespace, params: dict[str, Any]) -> str:
+    """What identifies a fit: every training input (path, size, modification time) and
+    every setting that changes the model. A rerun of the same command has the same one."""
+    files = [*args.train, *([args.valid] if args.valid else [])]
+    if Path(args.panel).is_file():
+        files.append(args.panel)
+    settings = {
+        "inputs": [_file_identity(f) for f in files],
+        "model": args.model, "panel": args.panel, "params": sorted(params.items()),
+        "valid": args.valid, "valid_fraction": args.valid_fraction, "scale": args.scale,
+        "data_dir": args.data_dir, "device": args.device, "dedup": not args.no_dedup,
+        "quantile": not args.no_quantile, "nonfinite": args.nonfinite,
+    }
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_identity(path: str) -> list[object]:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return [str(p), None, None]
+    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def check_replaceable(out: Path, fingerprint: str, *, overwrite: bool) -> None:
+    """An existing model at ``out`` may be replaced only with ``--overwrite`` or by a rerun
+    of the same training (same fingerprint): a different run must not silently replace it."""
+    if overwrite or not (out / MODEL_JSON).is_file():
+        return
+    try:
+        doc = read_model_doc(out)
+    except GeneinferError:
+        doc = None
+    info = doc.get("info") if isinstance(doc, dict) else None
+    previous = info.get(FIT_FINGERPRINT) if isinstance(info, dict) else None
+    if previous != fingerprint:
+        raise ConfigError(
+            f"{out} already holds a model trained on other data or settings; choose another "
+            "--out, or add --overwrite to replace it")
 
 
 def _is_main_process() -> bool:

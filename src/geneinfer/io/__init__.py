@@ -12,7 +12,9 @@ read only), ``series-matrix`` (GEO, read only), ``tsv`` / ``csv`` (delimited tab
 ...         ...
 
 Every reader raises :class:`~geneinfer.errors.InputFormatError` (file, line or dataset,
-what was expected) on malformed input; missing values stay NaN. Writers are atomic.
+what was expected) on malformed input; missing values stay NaN. What readers accept (the
+number grammar, missing tokens, infinite values, control characters, lengths) is in
+:mod:`geneinfer.io.cells`. Writers are atomic and refuse what readers would refuse.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections.abc import Iterator, Sequence
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.io._common import MISSING_ID_TEXTS, NA_TOKENS, open_text, translate_errors
-from geneinfer.io.blocks import BlockReader, MemoryBlocks
+from geneinfer.io.blocks import BlockReader, MemoryBlocks, finite_data
+from geneinfer.io.cells import NONFINITE_POLICIES, NonFinite, as_nonfinite
 from geneinfer.io.formats import (
     FORMATS,
     STREAMED,
@@ -41,11 +44,14 @@ __all__ = [
     "FORMATS",
     "MISSING_ID_TEXTS",
     "NA_TOKENS",
+    "NONFINITE_POLICIES",
     "STREAMED",
     "WRITABLE",
     "BlockReader",
     "GCTXWriter",
+    "NonFinite",
     "detect_format",
+    "finite_data",
     "format_from_name",
     "iter_sample_blocks",
     "open_blocks",
@@ -74,7 +80,8 @@ def _only(fmt: str, opts: dict, allowed: set[str]) -> None:
         raise GeneinferError(f"option(s) {', '.join(sorted(extra))} do not apply to {fmt} files")
 
 
-def read(path, *, format: str | None = None, **opts) -> ExpressionData:
+def read(path, *, format: str | None = None, nonfinite: str | NonFinite | None = None,
+         **opts) -> ExpressionData:
     """Read an expression file of any supported format as samples x genes.
 
     Parameters
@@ -83,31 +90,38 @@ def read(path, *, format: str | None = None, **opts) -> ExpressionData:
         The file.
     format
         One of :data:`FORMATS`; default: from the name, else the content.
+    nonfinite
+        ``"error"`` (default): infinite values and numbers beyond float32 are refused
+        naming the cell; ``"missing"``: they are read as NaN. Pass a :class:`NonFinite` to
+        learn how many were (``.count``). The rules of every reader are in
+        :mod:`geneinfer.io.cells`.
     **opts
         Format options: ``platform`` (SOFT with several platforms: required),
         ``orientation`` and ``sep`` (tsv/csv), ``gene_ids`` / ``sample_ids`` /
         ``sample_slice`` (gctx subsets), ``sample_ids`` (gct).
     """
     fmt = detect_format(path, format=format)
+    nf = as_nonfinite(nonfinite)
     if fmt == "gct":
         _only(fmt, opts, {"sample_ids"})
-        return read_gct(path, **opts)
+        return read_gct(path, nonfinite=nf, **opts)
     if fmt == "gctx":
         _only(fmt, opts, {"gene_ids", "sample_ids", "sample_slice"})
-        return read_gctx(path, **opts)
+        return read_gctx(path, nonfinite=nf, **opts)
     if fmt == "soft":
         _only(fmt, opts, {"platform"})
-        return read_soft_platform(path, platform=opts.get("platform"))
+        return read_soft_platform(path, platform=opts.get("platform"), nonfinite=nf)
     if fmt == "series-matrix":
         _only(fmt, opts, set())
-        return read_series_matrix(path)
+        return read_series_matrix(path, nonfinite=nf)
     if fmt in _TABLE_SEP:
         _only(fmt, opts, {"orientation", "sep"})
         return read_table(
-            path, sep=opts.get("sep") or _TABLE_SEP[fmt], orientation=opts.get("orientation")
+            path, sep=opts.get("sep") or _TABLE_SEP[fmt], orientation=opts.get("orientation"),
+            nonfinite=nf,
         )
     _only(fmt, opts, set())
-    return read_h5ad(path)
+    return read_h5ad(path, nonfinite=nf)
 
 
 def write(data: ExpressionData, path, *, format: str | None = None, **opts) -> None:
@@ -137,7 +151,8 @@ def write(data: ExpressionData, path, *, format: str | None = None, **opts) -> N
         write_h5ad(data, path, **opts)
 
 
-def open_blocks(source, *, format: str | None = None, **opts) -> BlockReader:
+def open_blocks(source, *, format: str | None = None,
+                nonfinite: str | NonFinite | None = None, **opts) -> BlockReader:
     """Random access to the samples of a file (or of in-memory data), one block at a time.
 
     GCTX and h5ad slice the on-disk matrix; GCT and TSV/CSV are parsed once into a spool
@@ -148,26 +163,29 @@ def open_blocks(source, *, format: str | None = None, **opts) -> BlockReader:
     ----------
     source
         A path, or an :class:`~geneinfer.expression.ExpressionData`.
-    format, **opts
-        As for :func:`read`.
+    format, nonfinite, **opts
+        As for :func:`read` (the reader's :attr:`~BlockReader.nonfinite` counts the values
+        read as missing).
     """
+    nf = as_nonfinite(nonfinite)
     if isinstance(source, ExpressionData):
-        return MemoryBlocks(source)
+        return MemoryBlocks(source, nonfinite=nf)
     fmt = detect_format(source, format=format)
     if fmt == "gctx":
         _only(fmt, opts, set())
-        return GCTXBlocks(source)
+        return GCTXBlocks(source, nonfinite=nf)
     if fmt == "gct":
         _only(fmt, opts, set())
-        return GCTBlocks(source)
+        return GCTBlocks(source, nonfinite=nf)
     if fmt in _TABLE_SEP:
         _only(fmt, opts, {"orientation", "sep"})
         return TableBlocks(source, sep=opts.get("sep") or _TABLE_SEP[fmt],
-                           orientation=opts.get("orientation"))
+                           orientation=opts.get("orientation"), nonfinite=nf)
     if fmt == "h5ad":
         _only(fmt, opts, set())
-        return H5adBlocks(source)
-    return MemoryBlocks(read(source, format=fmt, **opts), path=source)
+        return H5adBlocks(source, nonfinite=nf)
+    return MemoryBlocks(read(source, format=fmt, nonfinite=nf, **opts), path=source,
+                        nonfinite=nf)
 
 
 def iter_sample_blocks(

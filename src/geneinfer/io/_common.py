@@ -10,10 +10,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
-import io
 import os
-import re
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,26 +22,12 @@ import numpy as np
 import pandas as pd
 
 from geneinfer.errors import GeneinferError, InputFormatError
+from geneinfer.io.cells import NA_TOKENS, is_na_token, open_guarded_text
 from geneinfer.scales import scale_from_text
 
-PathLike = str | os.PathLike[str]
+__all__ = ["NA_TOKENS", "is_na_token"]  # re-exported: readers import them from here
 
-#: Cell texts read as missing values in numeric columns (never turned into 0).
-NA_TOKENS: tuple[str, ...] = (
-    "",
-    "NA",
-    "NaN",
-    "nan",
-    "-nan",
-    "-NaN",
-    "N/A",
-    "#N/A",
-    "NULL",
-    "null",
-    "na",
-    "None",
-)
-_NA_SET = frozenset(NA_TOKENS)
+PathLike = str | os.PathLike[str]
 
 #: Well-known gene metadata columns derived on read from format-specific source columns.
 #: Writers omit a derived column when it is exactly what the source column derives, so a
@@ -64,10 +49,10 @@ def is_gzip(path: PathLike) -> bool:
 
 
 def open_text(path: PathLike) -> IO[str]:
-    """Open ``path`` for reading text, decompressing gzip transparently."""
-    if is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    """Open ``path`` for reading text, decompressing gzip transparently; a control
+    character anywhere raises :class:`InputFormatError` naming its line
+    (:mod:`geneinfer.io.cells`)."""
+    return open_guarded_text(path)
 
 
 def check_readable(path: PathLike) -> Path:
@@ -83,6 +68,9 @@ def check_readable(path: PathLike) -> Path:
 
 
 _LOW_LEVEL = (
+    csv.Error,
+    RuntimeError,
+    OverflowError,
     EOFError,
     gzip.BadGzipFile,
     zlib.error,
@@ -122,9 +110,54 @@ def translate_errors(path: PathLike, *, what: str = "file") -> Iterator[None]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise InputFormatError(path, f"not UTF-8 text ({exc.reason})", expected=what) from exc
+    except MemoryError:
+        raise InputFormatError(path, "not enough memory to read it", expected=what) from None
     except _LOW_LEVEL as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFormatError(path, f"cannot parse: {msg}", expected=what) from exc
+
+
+#: The most bytes of data one stored byte can stand for (gzip/deflate packs at most about
+#: 1,032 into one): a dataset declaring more than this times its storage cannot be real.
+MAX_COMPRESSION_RATIO = 1100
+
+
+@contextlib.contextmanager
+def translate_hdf5(path: PathLike, where: str, *, what: str) -> Iterator[None]:
+    """Any failure while reading HDF5 object ``where`` of ``path`` (h5py, HDF5, anndata:
+    damaged bytes, link loops, bad encodings) as an :class:`InputFormatError` naming both.
+
+    HDF5 libraries raise many exception types for damaged files, so everything but
+    geneinfer's own errors (already precise) is translated.
+    """
+    try:
+        yield
+    except GeneinferError:
+        raise
+    except MemoryError:
+        raise InputFormatError(path, "not enough memory to read it", where=where,
+                               expected=what) from None
+    except Exception as exc:  # everything: see the docstring
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFormatError(path, f"cannot read ({text[:200]})", where=where,
+                               expected=what) from None
+
+
+def check_declared_size(path: PathLike, dataset, where: str) -> None:
+    """Refuse an HDF5 dataset whose declared shape needs more bytes than it can store
+    (checked before anything is read or allocated by that shape). Virtual and external
+    datasets keep their values elsewhere and are not checked."""
+    if dataset.is_virtual or dataset.external:
+        return
+    n = 1
+    for dim in dataset.shape:
+        n *= int(dim)
+    logical = n * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if logical > MAX_COMPRESSION_RATIO * stored + (1 << 20):
+        raise InputFormatError(
+            path, f"declares shape {tuple(dataset.shape)} ({logical} bytes) but stores only "
+            f"{stored} bytes", where=where, expected="a dataset whose values are in the file")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -251,70 +284,6 @@ def check_unique(path: PathLike, ids: Sequence[str], *, what: str, where: int | 
             where=where,
             expected=f"unique {what} ids",
         )
-
-
-def check_chunk_ids(
-    path: PathLike, ids: list, seen: set[str], *, what: str, first_line: int
-) -> None:
-    """Every id of a chunk of rows is a non-empty string not seen in this or an earlier
-    chunk (``seen`` is updated); errors name the line (``first_line`` = the chunk's first)."""
-    for k, item in enumerate(ids):
-        if not isinstance(item, str) or not item.strip():
-            raise InputFormatError(path, f"empty {what} id", where=first_line + k,
-                                   expected=f"a {what} id in the first field")
-        if item in seen:
-            raise InputFormatError(path, f"duplicate {what} id {item!r}", where=first_line + k,
-                                   expected=f"unique {what} ids")
-        seen.add(item)
-
-
-def is_na_token(text: str) -> bool:
-    return text.strip() in _NA_SET
-
-
-_PARSER_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-
-
-def parser_error(path: PathLike, exc: Exception) -> InputFormatError:
-    """A pandas tokenizer error ("Expected 4 fields in line 7, saw 5") as a located error."""
-    m = _PARSER_FIELDS.search(str(exc))
-    if m is None:
-        return InputFormatError(path, f"cannot parse: {str(exc).strip()[:200]}")
-    return InputFormatError(
-        path,
-        f"row has {m.group(3)} fields",
-        where=int(m.group(2)),
-        expected=f"{m.group(1)} fields like the header",
-    )
-
-
-def locate_bad_number(
-    path: PathLike,
-    *,
-    first_line: int,
-    first_field: int,
-    sep: str = "\t",
-    n_lines: int | None = None,
-) -> tuple[int, int, str] | None:
-    """Find the first non-numeric data cell (1-based line, 1-based field, text) by a slow scan.
-
-    Only called after the fast parser has failed, to give the user a precise location.
-    """
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if lineno < first_line:
-                continue
-            if n_lines is not None and lineno >= first_line + n_lines:
-                break
-            fields = line.rstrip("\r\n").split(sep)
-            for j, text in enumerate(fields[first_field:], start=first_field + 1):
-                if is_na_token(text):
-                    continue
-                try:
-                    float(text)
-                except ValueError:
-                    return lineno, j, text
-    return None
 
 
 def format_block(values: np.ndarray) -> Iterator[str]:

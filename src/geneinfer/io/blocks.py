@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneinfer.errors import GeneinferError, MissingGenesError
+from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError
 from geneinfer.expression import ExpressionData
+from geneinfer.io.cells import NonFinite, as_nonfinite, nonfinite_cells
 
 #: Spools larger than this go to a memory-mapped temporary file instead of RAM.
 SPOOL_IN_MEMORY_BYTES = 256 * 1024 * 1024
@@ -52,6 +53,9 @@ class BlockReader:
         The scale the file states, else ``"unknown"`` (see :mod:`geneinfer.scales`).
     gene_id_kind
         What the gene ids are (see :mod:`geneinfer.idkinds`).
+    nonfinite
+        The policy for infinite values (and numbers beyond float32) and the count of those
+        read as missing (:class:`~geneinfer.io.cells.NonFinite`).
     """
 
     source: str
@@ -61,6 +65,21 @@ class BlockReader:
     genes: pd.DataFrame
     scale: str = "unknown"
     gene_id_kind: str = "unknown"
+    #: where the values live, for messages (an HDF5 dataset; None for text and memory)
+    values_where: str | None = None
+
+    @property
+    def nonfinite(self) -> NonFinite:
+        # a reader that never set a policy has the default one ("error"), so every caller
+        # (and every reader written later) can count on the attribute
+        found = self.__dict__.get("_nonfinite")
+        if found is None:
+            found = self.__dict__["_nonfinite"] = NonFinite()
+        return found
+
+    @nonfinite.setter
+    def nonfinite(self, value: str | NonFinite | None) -> None:
+        self.__dict__["_nonfinite"] = as_nonfinite(value)
 
     # -- subclasses -----------------------------------------------------------------------
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
@@ -81,6 +100,27 @@ class BlockReader:
         """Release open files and temporary spools."""
 
     # -- shared ---------------------------------------------------------------------------
+    def finite(self, block: np.ndarray, rows: np.ndarray | range,
+               cols: np.ndarray | None) -> np.ndarray:
+        """``block`` (just read: samples ``rows`` x genes ``cols``) under the non-finite
+        policy: an error naming the first infinite value's sample and gene, or the value
+        read as missing (NaN) and counted. Every reader's :meth:`read` ends with it."""
+        bad = nonfinite_cells(block)
+        if not bad.any():
+            return block
+        if self.nonfinite.policy == "error":
+            r, c = (int(i) for i in np.argwhere(bad)[0])
+            gene = self.gene_ids[c if cols is None else int(cols[c])]
+            sample = self.sample_ids()[int(rows[r])]
+            raise InputFormatError(
+                self.source, f"value {block[r, c]} of sample {str(sample)[:40]}, gene "
+                f"{str(gene)[:40]} is infinite or beyond float32", where=self.values_where,
+                expected="finite numbers (or --nonfinite missing to read them as missing)")
+        block = np.array(block, dtype=np.float32)  # never change the caller's (or file's) data
+        block[bad] = np.nan
+        self.nonfinite.count += int(bad.sum())
+        return block
+
     def columns_of(self, genes: Sequence[str]) -> np.ndarray:
         """Column positions of ``genes`` (all must be present)."""
         pos = self.gene_ids.get_indexer(pd.Index([str(g) for g in genes]))
@@ -175,9 +215,10 @@ class BlockReader:
 class MemoryBlocks(BlockReader):
     """Blocks of an :class:`ExpressionData` that is already in memory."""
 
-    def __init__(self, data: ExpressionData, *, path: str | os.PathLike[str] | None = None
-                 ) -> None:
+    def __init__(self, data: ExpressionData, *, path: str | os.PathLike[str] | None = None,
+                 nonfinite: str | NonFinite | None = None) -> None:
         self.data = data
+        self.nonfinite = as_nonfinite(nonfinite)
         self.path = Path(path) if path is not None else None
         self.source = str(path) if path is not None else (data.source or "<in-memory data>")
         self.n_samples = data.n_samples
@@ -188,7 +229,8 @@ class MemoryBlocks(BlockReader):
 
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
         block = self.data.values[start:stop]
-        return block if cols is None else block[:, cols]
+        block = block if cols is None else block[:, cols]
+        return self.finite(block, range(start, start + len(block)), cols)
 
     def sample_ids(self) -> pd.Index:
         return self.data.sample_ids
@@ -207,6 +249,15 @@ class MemoryBlocks(BlockReader):
         digest.update("\t".join(self.data.gene_ids).encode())
         return {"memory": digest.hexdigest(), "n_samples": self.n_samples,
                 "n_genes": len(self.gene_ids)}
+
+
+def finite_data(data: ExpressionData, nonfinite: str | NonFinite | None, *,
+                where: str | None = None) -> ExpressionData:
+    """``data`` (just read whole) under the non-finite policy, as a reader's blocks are."""
+    reader = MemoryBlocks(data, nonfinite=nonfinite)
+    reader.values_where = where
+    values = reader.finite(data.values, range(data.n_samples), None)
+    return data if values is data.values else data.replace(values=values)
 
 
 class Spool:
@@ -268,9 +319,13 @@ class SpooledBlocks(BlockReader):
         rows = self.spool.array
         if self.genes_in_rows:  # genes x samples on disk: gather the block, then transpose
             part = rows[:, start:stop] if cols is None else rows[cols, start:stop]
-            return np.ascontiguousarray(part.T)
-        part = rows[start:stop]
-        return np.array(part if cols is None else part[:, cols], dtype=np.float32)
+            block = np.ascontiguousarray(part.T)
+        else:
+            part = rows[start:stop]
+            block = np.array(part if cols is None else part[:, cols], dtype=np.float32)
+        # the parser refused infinite values unless the policy reads them as missing; they
+        # are counted here, where they are read
+        return self.finite(block, range(start, start + len(block)), cols)
 
     def sample_ids(self) -> pd.Index:
         return self.sample_table.index

@@ -13,6 +13,7 @@ import h5py
 
 from geneinfer.errors import GeneinferError, InputFormatError
 from geneinfer.io._common import PathLike, check_readable, open_text, translate_errors
+from geneinfer.io.h5probe import probe
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def format_from_content(path: PathLike) -> str:
     with open(path, "rb") as fh:
         magic = fh.read(8)
     if magic == _HDF5_MAGIC:
+        probe(path, what="an HDF5 file (GCTX or AnnData)")
         with translate_errors(path, what="HDF5 file"), h5py.File(path, "r") as f:
             if "0/DATA/0/matrix" in f:
                 return "gctx"

@@ -17,8 +17,9 @@ metadata row ``values`` naming the scale (``"RMA log2"``, ``"MAS5 linear"``) set
 
 from __future__ import annotations
 
-import csv
 import gzip
+import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,29 +31,39 @@ from geneinfer.errors import GeneinferError, InputFormatError
 from geneinfer.expression import ExpressionData
 from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
-    NA_TOKENS,
     PathLike,
     add_derived_gene_columns,
-    check_chunk_ids,
     check_readable,
     check_unique,
     format_block,
     is_gzip,
-    locate_bad_number,
     meta_frame,
     meta_strings,
     open_text,
-    parser_error,
     rows_per_block,
     samples_with_scale,
     strip_derived_gene_columns,
     translate_errors,
 )
 from geneinfer.io.blocks import Spool, SpooledBlocks
+from geneinfer.io.cells import (
+    MAX_FIELD_CHARS,
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+    longest,
+)
+from geneinfer.io.delimited import BodyLayout, iter_body
 from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
 _CHUNK_ROWS = 2000
+_DIGITS = re.compile("[0-9]+")  # ASCII only: str.isdigit would take '²' or Arabic digits
+#: the most text one byte of gzip data can expand to (deflate's limit is about 1,032)
+_GZIP_MAX_RATIO = 1100
 
 
 @dataclass
@@ -75,7 +86,7 @@ class GCTHeader:
 def _ints(path: PathLike, line: str, n: int, lineno: int) -> list[int]:
     parts = line.split("\t") if "\t" in line else line.split()
     parts = [p for p in (x.strip() for x in parts) if p]
-    if len(parts) != n or not all(p.isdigit() for p in parts):
+    if len(parts) != n or not all(_DIGITS.fullmatch(p) for p in parts):
         raise InputFormatError(
             path,
             f"bad dimension line {line.strip()[:60]!r}",
@@ -83,6 +94,12 @@ def _ints(path: PathLike, line: str, n: int, lineno: int) -> list[int]:
             expected=f"{n} non-negative integers",
         )
     return [int(p) for p in parts]
+
+
+def _check_lengths(path: PathLike, fields: Sequence[str], *, where: int) -> None:
+    if longest(fields) > MAX_FIELD_CHARS:
+        raise InputFormatError(path, f"a field of {longest(fields)} characters", where=where,
+                               expected=f"at most {MAX_FIELD_CHARS}")
 
 
 def read_gct_header(path: PathLike) -> GCTHeader:
@@ -116,6 +133,9 @@ def read_gct_header(path: PathLike) -> GCTHeader:
         check_unique(path, row_names, what="row metadata", where=3)
         if any(not s.strip() for s in samples):
             raise InputFormatError(path, "empty sample id", where=3, expected="non-empty ids")
+        for sample in samples:
+            check_id_length(path, sample, what="sample", where=3)
+        _check_lengths(path, row_names, where=3)
         col_meta: dict[str, list[str]] = {}
         for k in range(n_cmeta):
             lineno = 4 + k
@@ -142,6 +162,7 @@ def read_gct_header(path: PathLike) -> GCTHeader:
                     where=lineno,
                     expected="unique names",
                 )
+            _check_lengths(path, fields, where=lineno)
             col_meta[fields[0]] = fields[1 + n_rmeta :]
     return GCTHeader(
         version=version,
@@ -154,24 +175,34 @@ def read_gct_header(path: PathLike) -> GCTHeader:
     )
 
 
-def _check_ragged(path: PathLike, hdr: GCTHeader, rows: np.ndarray) -> None:
-    """Rows whose last value parsed as missing: make sure the field is really there."""
-    wanted = {int(hdr.data_start + r) for r in rows}
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if lineno in wanted:
-                n = line.rstrip("\r\n").count("\t") + 1
-                if n != hdr.n_fields:
-                    raise InputFormatError(
-                        path,
-                        f"row has {n} fields",
-                        where=lineno,
-                        expected=f"{hdr.n_fields} (id + {len(hdr.row_meta_names)} metadata + "
-                        f"{hdr.n_samples} samples)",
-                    )
-                wanted.discard(lineno)
-                if not wanted:
-                    return
+def _check_declared_size(path: PathLike, hdr: GCTHeader) -> None:
+    """Refuse dimensions the file cannot hold, before anything is sized by them.
+
+    Every data row has at least one byte per field (its separator or line end); gzip packs
+    at most about 1,032 bytes into one, so a compressed file bounds the text it holds too.
+    """
+    size = os.path.getsize(path)
+    room = size * _GZIP_MAX_RATIO if is_gzip(path) else size
+    need = hdr.n_genes * hdr.n_fields
+    if need > room:
+        raise InputFormatError(
+            path, f"declares {hdr.n_genes} genes x {hdr.n_fields} fields, more than a file "
+            f"of {size} bytes can hold", where=2,
+            expected="the number of data rows and samples the file has")
+
+
+def body_layout(path: PathLike, hdr: GCTHeader, *, sample_pos: Sequence[int] | None = None,
+                with_meta: bool = True) -> BodyLayout:
+    """The data rows of a GCT file for :func:`geneinfer.io.delimited.iter_body`."""
+    n_meta = len(hdr.row_meta_names)
+    pos = range(hdr.n_samples) if sample_pos is None else sample_pos
+    return BodyLayout(
+        sep="\t", quoted=False, n_fields=hdr.n_fields, first_line=hdr.data_start,
+        text_cols=[0, *range(1, 1 + n_meta)] if with_meta else [0],
+        value_cols=[1 + n_meta + p for p in pos],
+        names=["id", *hdr.row_meta_names, *hdr.sample_ids],
+        expected=f"{hdr.n_fields} (id + {n_meta} metadata + {hdr.n_samples} samples)",
+    )
 
 
 def _body_chunks(
@@ -180,6 +211,7 @@ def _body_chunks(
     *,
     sample_pos: Sequence[int] | None = None,
     with_meta: bool = True,
+    nonfinite: NonFinite,
     chunk_rows: int = _CHUNK_ROWS,
 ) -> Iterator[tuple[list[str], dict[str, list[str]], np.ndarray]]:
     """The data rows, parsed and checked, in chunks: ``(gene ids, row metadata texts,
@@ -187,72 +219,22 @@ def _body_chunks(
 
     This is the one GCT body parser: whole-file reads and block readers both use it.
     """
-    n_meta = len(hdr.row_meta_names)
-    first_data = 1 + n_meta
-    pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
-    data_cols = [first_data + p for p in pos]
-    meta_cols = list(range(1, first_data)) if with_meta else []
-    usecols: list[int] | None = [0, *meta_cols, *data_cols]
-    last_col = hdr.n_fields - 1
-    if last_col not in usecols:
-        usecols.append(last_col)  # always parsed so short (ragged) rows can be detected
-    cols = list(usecols)
-    if len(cols) == hdr.n_fields:
-        usecols = None  # without usecols the parser also rejects rows with extra fields
-    dtype: dict[int, object] = {c: str for c in (0, *meta_cols)}
-    dtype.update({c: np.float32 for c in cols if c >= first_data})
-    reader = pd.read_csv(
-        path,
-        sep="\t",
-        header=None,
-        names=list(range(hdr.n_fields)),
-        usecols=usecols,
-        skiprows=hdr.data_start - 1,
-        dtype=dtype,  # type: ignore[arg-type]
-        keep_default_na=False,
-        na_values={c: list(NA_TOKENS) for c in cols if c >= first_data},
-        quoting=csv.QUOTE_NONE,
-        compression="gzip" if is_gzip(path) else None,
-        chunksize=chunk_rows,
-        engine="c",
-        encoding="utf-8",
-    )
+    _check_declared_size(path, hdr)
+    layout = body_layout(path, hdr, sample_pos=sample_pos, with_meta=with_meta)
     names = hdr.row_meta_names if with_meta else []
-    seen: set[str] = set()
     done = 0
-    try:
-        for chunk in reader:
-            n = len(chunk)
-            if done + n > hdr.n_genes:
-                raise InputFormatError(
-                    path,
-                    f"more than {hdr.n_genes} data rows",
-                    where=hdr.data_start + hdr.n_genes,
-                    expected=f"{hdr.n_genes} genes (from line 2)",
-                )
-            if hdr.n_samples:
-                short = np.flatnonzero(pd.isna(chunk[last_col].to_numpy()))
-                if short.size:
-                    _check_ragged(path, hdr, done + short)
-            ids = chunk[0].tolist()
-            check_chunk_ids(path, ids, seen, what="gene", first_line=hdr.data_start + done)
-            meta = {name: chunk[c].tolist() for name, c in zip(names, meta_cols)}
-            yield ids, meta, chunk[data_cols].to_numpy(dtype=np.float32)
-            done += n
-    except pd.errors.ParserError as exc:
-        raise parser_error(path, exc) from exc
-    except ValueError as exc:
-        if isinstance(exc, InputFormatError) or "convert" not in str(exc):
-            raise
-        bad = locate_bad_number(path, first_line=hdr.data_start, first_field=first_data)
-        if bad is None:
-            raise
-        raise InputFormatError(
-            path,
-            f"non-numeric value {bad[2][:30]!r} in field {bad[1]}",
-            where=bad[0],
-            expected="a number or NA/NaN/empty for missing",
-        ) from exc
+    for chunk in iter_body(path, layout, nonfinite=nonfinite, chunk_rows=chunk_rows):
+        n = len(chunk.lines)
+        if done + n > hdr.n_genes:
+            raise InputFormatError(
+                path,
+                f"more than {hdr.n_genes} data rows",
+                where=int(chunk.lines[hdr.n_genes - done]),
+                expected=f"{hdr.n_genes} genes (from line 2)",
+            )
+        meta = {name: chunk.texts[1 + k] for k, name in enumerate(names)}
+        yield chunk.texts[0], meta, chunk.values
+        done += n
     if done != hdr.n_genes:
         raise InputFormatError(
             path, f"{done} data rows", where=2, expected=f"{hdr.n_genes} genes as line 2 says"
@@ -273,7 +255,8 @@ def _samples(hdr: GCTHeader, pos: Sequence[int]) -> pd.DataFrame:
     return meta_frame({k: [v[p] for p in pos] for k, v in hdr.col_meta.items()}, sample_ids)
 
 
-def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None) -> ExpressionData:
+def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None,
+             nonfinite: str | NonFinite | None = None) -> ExpressionData:
     """Read a GCT 1.2/1.3 file (optionally gzip-compressed) as samples x genes.
 
     Parameters
@@ -282,28 +265,20 @@ def read_gct(path: PathLike, *, sample_ids: Sequence[str] | None = None) -> Expr
         The ``.gct`` or ``.gct.gz`` file.
     sample_ids
         Read only these samples (columns), in this order.
+    nonfinite
+        ``"error"`` (default) refuses infinite values and numbers beyond float32 naming the
+        cell; ``"missing"`` reads them as NaN (pass a :class:`~geneinfer.io.cells.NonFinite`
+        to learn how many).
 
     Raises
     ------
     InputFormatError
         Wrong version line, dimensions that disagree with the body, ragged rows,
-        non-numeric values, duplicate ids, truncated gzip, empty file.
+        non-numeric or non-finite values, control characters, duplicate ids, truncated
+        gzip, empty file (see :mod:`geneinfer.io.cells` for the rules).
     """
-    hdr = read_gct_header(path)
-    pos = _positions(path, hdr, sample_ids)
-    values = np.empty((len(pos), hdr.n_genes), dtype=np.float32)
-    ids: list[str] = []
-    meta: dict[str, list[str]] = {n: [] for n in hdr.row_meta_names}
-    with translate_errors(path, what="GCT file"):
-        for chunk_ids, chunk_meta, chunk in _body_chunks(path, hdr, sample_pos=pos):
-            values[:, len(ids) : len(ids) + len(chunk_ids)] = chunk.T
-            ids.extend(chunk_ids)
-            for name, texts in chunk_meta.items():
-                meta[name].extend(texts)
-        samples = _samples(hdr, pos)
-        return ExpressionData(values=values, gene_ids=ids, sample_ids=samples.index,
-                              genes=_genes(ids, meta), samples=samples, scale=_scale(hdr),
-                              gene_id_kind=detect_id_kind(ids), source=str(path))
+    with GCTBlocks(path, sample_ids=sample_ids, nonfinite=nonfinite) as reader:
+        return reader.block(0, reader.n_samples)
 
 
 def _positions(path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None) -> list[int]:
@@ -317,30 +292,39 @@ def _positions(path: PathLike, hdr: GCTHeader, sample_ids: Sequence[str] | None)
 
 
 class GCTBlocks(SpooledBlocks):
-    """Random access to a GCT file: parsed once (the same parser as :func:`read_gct`) into
-    a genes x samples spool, from which sample blocks are sliced."""
+    """Random access to a GCT file: parsed once (the one GCT body parser) into a genes x
+    samples spool, from which sample blocks are sliced.
 
-    def __init__(self, path: PathLike) -> None:
+    ``sample_ids`` keeps only those samples (in that order); ``nonfinite`` as for
+    :func:`read_gct`.
+    """
+
+    def __init__(self, path: PathLike, *, sample_ids: Sequence[str] | None = None,
+                 nonfinite: str | NonFinite | None = None) -> None:
         hdr = read_gct_header(path)
+        pos = _positions(path, hdr, sample_ids)
         self.path = Path(path)
         self.source = str(path)
-        self.spool = Spool(hdr.n_samples, n_rows=hdr.n_genes)
+        self.nonfinite = as_nonfinite(nonfinite)
+        # sized by the rows found, not by the declared count (a file may lie)
+        self.spool = Spool(len(pos), n_rows=min(hdr.n_genes, 1 << 16))
         ids: list[str] = []
         meta: dict[str, list[str]] = {n: [] for n in hdr.row_meta_names}
         try:
             with translate_errors(path, what="GCT file"):
-                for chunk_ids, chunk_meta, chunk in _body_chunks(path, hdr):
+                for chunk_ids, chunk_meta, chunk in _body_chunks(
+                        path, hdr, sample_pos=pos, nonfinite=self.nonfinite):
                     self.spool.append(chunk)
                     ids.extend(chunk_ids)
                     for name, texts in chunk_meta.items():
                         meta[name].extend(texts)
                 self.genes = _genes(ids, meta)
-                self.sample_table = _samples(hdr, range(hdr.n_samples))
+                self.sample_table = _samples(hdr, pos)
         except BaseException:
             self.close()
             raise
         self.gene_ids = self.genes.index
-        self.n_samples = hdr.n_samples
+        self.n_samples = len(pos)
         self.scale = _scale(hdr)
         self.gene_id_kind = detect_id_kind(ids)
 
@@ -348,18 +332,13 @@ class GCTBlocks(SpooledBlocks):
 def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:
     """``(n_samples, n_genes, gene_ids)`` reading the header and the id column only."""
     hdr = read_gct_header(path)
+    layout = body_layout(path, hdr, with_meta=False)
+    layout.value_cols = []
+    ids: list[str] = []
     with translate_errors(path, what="GCT file"):
-        ids = pd.read_csv(
-            path,
-            sep="\t",
-            header=None,
-            usecols=[0],
-            skiprows=hdr.data_start - 1,
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            compression="gzip" if is_gzip(path) else None,
-        )[0].tolist()
+        _check_declared_size(path, hdr)
+        for chunk in iter_body(path, layout, nonfinite=NonFinite()):
+            ids.extend(chunk.texts[0])
     if len(ids) != hdr.n_genes:
         raise InputFormatError(
             path, f"{len(ids)} data rows", where=2, expected=f"{hdr.n_genes} genes as line 2 says"
@@ -368,12 +347,14 @@ def peek_gct(path: PathLike) -> tuple[int, int, list[str]]:
 
 
 # --------------------------------------------------------------------------- writing
-def _check_text(values: Sequence[str], what: str) -> None:
+def _check_text(values: Sequence[str], what: str, *, limit: int = MAX_FIELD_CHARS) -> None:
+    """What the GCT reader would refuse: tabs, control characters, over-long texts."""
     for v in values:
         if "\t" in v or "\n" in v or "\r" in v:
             raise GeneinferError(
                 f"cannot write {what} {v[:40]!r} to GCT: contains a tab or newline"
             )
+    check_writable_texts(values, what=what, limit=limit)
 
 
 def write_gct(
@@ -407,8 +388,9 @@ def write_gct(
         raise GeneinferError(f"unknown GCT version {version!r}; expected '1.2' or '1.3'")
     gene_ids = [str(g) for g in data.gene_ids]
     sample_ids = [str(s) for s in data.sample_ids]
-    _check_text(gene_ids, "gene id")
-    _check_text(sample_ids, "sample id")
+    _check_text(gene_ids, "gene id", limit=MAX_ID_CHARS)
+    _check_text(sample_ids, "sample id", limit=MAX_ID_CHARS)
+    check_writable_values(data.values, gene_ids, sample_ids)
     if any(not g.strip() for g in [*gene_ids, *sample_ids]):
         raise GeneinferError("cannot write an empty gene or sample id to GCT")
     row_cols = {str(c): meta_strings(genes[c]) for c in genes.columns}

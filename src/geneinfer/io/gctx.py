@@ -30,15 +30,25 @@ from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
     PathLike,
     add_derived_gene_columns,
+    check_declared_size,
     check_readable,
     check_unique,
     samples_with_scale,
     strip_derived_gene_columns,
-    translate_errors,
+    translate_hdf5,
 )
 from geneinfer.io.blocks import BlockReader
+from geneinfer.io.cells import (
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+)
+from geneinfer.io.h5probe import probe
 from geneinfer.scales import stated_scale
-from geneinfer.utils.files import atomic_path
+from geneinfer.utils.files import OutputError, atomic_path, os_reason
 
 MATRIX = "0/DATA/0/matrix"
 ROW_META = "0/META/ROW"
@@ -48,20 +58,25 @@ _META_COMPRESSION = {"compression": "gzip", "compression_opts": 6}
 
 
 # --------------------------------------------------------------------------- reading
+_WHAT = "a GCTX (HDF5) file in the CMap layout"
+
+
 def _open(path: PathLike) -> h5py.File:
     check_readable(path)
+    probe(path, what=_WHAT)
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
+    except Exception as exc:  # h5py raises many types for damaged files
         raise InputFormatError(
             path,
-            f"not a readable HDF5 file ({str(exc).splitlines()[0]})",
+            f"not a readable HDF5 file ({(str(exc).splitlines() or [type(exc).__name__])[0]})",
             expected="a complete GCTX (HDF5) file",
-        ) from exc
+        ) from None
 
 
 def _dataset(path: PathLike, f: h5py.File, name: str) -> h5py.Dataset:
-    obj = f.get(name)
+    with translate_hdf5(path, f"/{name}", what=_WHAT):
+        obj = f.get(name)
     if not isinstance(obj, h5py.Dataset):
         raise InputFormatError(
             path,
@@ -77,33 +92,56 @@ def _texts(arr: np.ndarray) -> list[str]:
 
 
 def _ids(path: PathLike, f: h5py.File, group: str, what: str) -> list[str]:
+    where = f"/{group}/id"
     ds = _dataset(path, f, f"{group}/id")
-    if ds.ndim != 1:
-        raise InputFormatError(
-            path, f"ids have shape {ds.shape}", where=f"/{group}/id", expected="a 1-D dataset"
-        )
-    ids = _texts(ds[()])
-    check_unique(path, ids, what=what, where=f"/{group}/id")
+    with translate_hdf5(path, where, what=_WHAT):
+        if ds.ndim != 1:
+            raise InputFormatError(path, f"ids have shape {ds.shape}", where=where,
+                                   expected="a 1-D dataset")
+        check_declared_size(path, ds, where)
+        ids = _texts(ds[()])
+    check_unique(path, ids, what=what, where=where)
+    for k, ident in enumerate(ids):
+        if not ident.strip():
+            raise InputFormatError(path, f"empty {what} id at position {k}", where=where,
+                                   expected=f"a non-empty id for every {what}")
+        check_id_length(path, ident, what=what, where=where)
     return ids
 
 
 def _meta_column(path: PathLike, ds: h5py.Dataset, n: int, where: str) -> np.ndarray:
     """One metadata column, text as Python strings (object dtype), numbers as they are."""
-    if ds.shape != (n,):
-        raise InputFormatError(path, f"metadata has shape {ds.shape}", where=where,
-                               expected=f"({n},)")
-    values = ds[()]
-    return np.asarray(_texts(values), dtype=object) if values.dtype.kind in "SOU" else values
+    with translate_hdf5(path, where, what=_WHAT):
+        if ds.shape != (n,):
+            raise InputFormatError(path, f"metadata has shape {ds.shape}", where=where,
+                                   expected=f"({n},)")
+        check_declared_size(path, ds, where)
+        values = ds[()]
+        if values.dtype.kind in "SOU":
+            return np.asarray(_texts(values), dtype=object)
+        if values.dtype.kind not in "biuf":
+            raise InputFormatError(path, f"metadata has dtype {values.dtype}", where=where,
+                                   expected="numbers or text")
+        return values
 
 
-def _meta_names(f: h5py.File, group: str) -> list[str]:
-    grp = f.get(group)
-    if grp is None:
-        return []
-    return [name for name, ds in grp.items() if name != "id" and isinstance(ds, h5py.Dataset)]
+def _meta_names(path: PathLike, f: h5py.File, group: str) -> list[str]:
+    with translate_hdf5(path, f"/{group}", what=_WHAT):
+        grp = f.get(group)
+        if not isinstance(grp, h5py.Group):
+            return []
+        return [name for name, ds in grp.items()
+                if name != "id" and isinstance(ds, h5py.Dataset)]
 
 
 def _check_matrix(path: PathLike, ds: h5py.Dataset, n_samples: int, n_genes: int) -> None:
+    with translate_hdf5(path, f"/{MATRIX}", what=_WHAT):
+        _check_matrix_shape(path, ds, n_samples, n_genes)
+        check_declared_size(path, ds, f"/{MATRIX}")
+
+
+def _check_matrix_shape(path: PathLike, ds: h5py.Dataset, n_samples: int, n_genes: int
+                        ) -> None:
     if ds.ndim != 2 or ds.shape != (n_samples, n_genes):
         raise InputFormatError(
             path,
@@ -131,7 +169,8 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray | slice, cols: np.ndarray | No
     if cols is not None and not (len(cols) == block.shape[1]
                                  and np.array_equal(cols, np.arange(block.shape[1]))):
         block = block[:, cols]
-    return np.asarray(block, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the reader checks
+        return np.asarray(block, dtype=np.float32)
 
 
 class GCTXBlocks(BlockReader):
@@ -140,12 +179,15 @@ class GCTXBlocks(BlockReader):
     Gene ids and metadata are read once; sample metadata columns are read when asked for.
     """
 
-    def __init__(self, path: PathLike) -> None:
+    values_where = f"/{MATRIX}"
+
+    def __init__(self, path: PathLike, *, nonfinite: str | NonFinite | None = None) -> None:
         self.path = Path(path)
         self.source = str(path)
+        self.nonfinite = as_nonfinite(nonfinite)
         self._file = _open(path)
         try:
-            with translate_errors(path, what="GCTX (HDF5) file"):
+            with translate_hdf5(path, "/", what=_WHAT):
                 self._setup()
         except BaseException:
             self.close()
@@ -160,17 +202,18 @@ class GCTXBlocks(BlockReader):
         self.n_samples = len(self._sample_ids)
         self.gene_ids = pd.Index(gene_ids, dtype=object)
         n = len(gene_ids)
-        meta = {name: _meta_column(path, f[f"{ROW_META}/{name}"], n, f"/{ROW_META}/{name}")
-                for name in _meta_names(f, ROW_META)}
+        meta = {name: _meta_column(path, _dataset(path, f, f"{ROW_META}/{name}"), n,
+                                   f"/{ROW_META}/{name}")
+                for name in _meta_names(path, f, ROW_META)}
         self.genes = add_derived_gene_columns(pd.DataFrame(meta, index=self.gene_ids))
         self.gene_id_kind = detect_id_kind(self.gene_ids)
-        self._col_names = _meta_names(f, COL_META)
+        self._col_names = _meta_names(path, f, COL_META)
         self.scale = self._stated_scale()
 
     def _column(self, name: str) -> np.ndarray:
-        where = f"/{COL_META}/{name}"
-        with translate_errors(self.path, what="GCTX (HDF5) file"):
-            return _meta_column(self.path, self._file[where], self.n_samples, where)
+        where = f"{COL_META}/{name}"
+        return _meta_column(self.path, _dataset(self.path, self._file, where), self.n_samples,
+                            f"/{where}")
 
     def _stated_scale(self) -> str:
         if "values" not in self._col_names:
@@ -178,13 +221,16 @@ class GCTXBlocks(BlockReader):
         return stated_scale(list(dict.fromkeys(map(str, self._column("values")))))
 
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
-        with translate_errors(self.path, what="GCTX (HDF5) file"):
-            return _read_rows(self.matrix, slice(start, stop), cols)
+        with translate_hdf5(self.path, self.values_where, what=_WHAT):
+            block = _read_rows(self.matrix, slice(start, stop), cols)
+        return self.finite(block, range(start, start + len(block)), cols)
 
     def read_rows(self, rows: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """Values of samples at positions ``rows`` (any order, repeats allowed)."""
-        with translate_errors(self.path, what="GCTX (HDF5) file"):
-            return _read_rows(self.matrix, np.asarray(rows, dtype=np.int64), cols)
+        rows = np.asarray(rows, dtype=np.int64)
+        with translate_hdf5(self.path, self.values_where, what=_WHAT):
+            block = _read_rows(self.matrix, rows, cols)
+        return self.finite(block, rows, cols)
 
     def sample_ids(self) -> pd.Index:
         return self._sample_ids
@@ -203,6 +249,7 @@ def read_gctx(
     gene_ids: Sequence[str] | None = None,
     sample_ids: Sequence[str] | None = None,
     sample_slice: slice | None = None,
+    nonfinite: str | NonFinite | None = None,
 ) -> ExpressionData:
     """Read a GCTX file, or only some of its genes/samples, without loading the rest.
 
@@ -213,10 +260,14 @@ def read_gctx(
         :class:`~geneinfer.errors.MissingGenesError`).
     sample_ids, sample_slice
         Samples to read by id (in this order) or by position range; at most one of them.
+    nonfinite
+        ``"error"`` (default) refuses infinite values (and numbers beyond float32) naming the
+        sample and gene; ``"missing"`` reads them as NaN (see
+        :class:`~geneinfer.io.cells.NonFinite`).
     """
     if sample_ids is not None and sample_slice is not None:
         raise GeneinferError("give sample_ids or sample_slice, not both")
-    with GCTXBlocks(path) as reader:
+    with GCTXBlocks(path, nonfinite=nonfinite) as reader:
         if sample_ids is None:
             start, stop, _ = (sample_slice or slice(None)).indices(reader.n_samples)
             return reader.block(start, stop, genes=gene_ids)
@@ -230,7 +281,7 @@ def read_gctx(
 
 def peek_gctx(path: PathLike) -> tuple[int, int, list[str]]:
     """``(n_samples, n_genes, gene_ids)`` from the ids only (the matrix is not read)."""
-    with translate_errors(path, what="GCTX (HDF5) file"), _open(path) as f:
+    with _open(path) as f, translate_hdf5(path, "/", what=_WHAT):
         g_ids = _ids(path, f, ROW_META, "gene")
         s_ids = _ids(path, f, COL_META, "sample")
         _check_matrix(path, _dataset(path, f, MATRIX), len(s_ids), len(g_ids))
@@ -348,6 +399,7 @@ class GCTXWriter:
         self.gene_ids = [str(g) for g in gene_ids]
         if len(set(self.gene_ids)) != len(self.gene_ids):
             raise GeneinferError(f"duplicate gene ids given for {path}")
+        check_writable_texts(self.gene_ids, what="gene id", limit=MAX_ID_CHARS, control=False)
         self.n_samples = int(n_samples)
         self._written = np.zeros(self.n_samples, dtype=bool)
         self._has_col_meta = False
@@ -355,35 +407,49 @@ class GCTXWriter:
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         try:
-            self._file = h5py.File(self._tmp, "w")
-            self._file.attrs["version"] = np.bytes_(GCTX_VERSION)
-            self._file.attrs["src"] = self.path.name
-            n_genes = len(self.gene_ids)
-            chunk = chunk_samples or default_chunk_samples(n_genes)
-            self.chunk_samples = max(1, min(chunk, self.n_samples))
-            chunks = (self.chunk_samples, max(1, n_genes))
-            opts = {}
-            if compression and self.n_samples and n_genes:
-                opts = {
-                    "compression": compression,
-                    "compression_opts": compression_level,
-                    "shuffle": shuffle,
-                }
-            self._matrix = self._file.create_dataset(
-                MATRIX,
-                shape=(self.n_samples, n_genes),
-                dtype=dtype,
-                chunks=chunks if self.n_samples and n_genes else None,
-                fillvalue=np.nan,
-                **opts,
-            )
-            meta = pd.DataFrame(index=pd.Index(self.gene_ids)) if genes is None else genes
-            meta = strip_derived_gene_columns(meta.reindex(pd.Index(self.gene_ids)))
-            write_meta_group(self._file.create_group(ROW_META, track_order=True),
-                             self.gene_ids, frame_columns(meta))
-        except BaseException:
+            self._create(genes=genes, dtype=dtype, chunk_samples=chunk_samples,
+                         compression=compression, compression_level=compression_level,
+                         shuffle=shuffle)
+        except BaseException as exc:
             self.abort()
+            self._raise_output_error(exc)
             raise
+
+    def _raise_output_error(self, exc: BaseException) -> None:
+        """h5py's errors of a failing disk (read-only, full, size limit) as one line."""
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise OutputError(f"cannot write {self.path}: {os_reason(exc)}") from None
+
+    def _create(self, *, genes: pd.DataFrame | None, dtype: object,
+                chunk_samples: int | None, compression: str | None, compression_level: int,
+                shuffle: bool) -> None:
+        """The file, its (unwritten) matrix and the gene metadata."""
+        self._file = h5py.File(self._tmp, "w")
+        self._file.attrs["version"] = np.bytes_(GCTX_VERSION)
+        self._file.attrs["src"] = self.path.name
+        n_genes = len(self.gene_ids)
+        chunk = chunk_samples or default_chunk_samples(n_genes)
+        self.chunk_samples = max(1, min(chunk, self.n_samples))
+        chunks = (self.chunk_samples, max(1, n_genes))
+        opts = {}
+        if compression and self.n_samples and n_genes:
+            opts = {
+                "compression": compression,
+                "compression_opts": compression_level,
+                "shuffle": shuffle,
+            }
+        self._matrix = self._file.create_dataset(
+            MATRIX,
+            shape=(self.n_samples, n_genes),
+            dtype=dtype,
+            chunks=chunks if self.n_samples and n_genes else None,
+            fillvalue=np.nan,
+            **opts,
+        )
+        meta = pd.DataFrame(index=pd.Index(self.gene_ids)) if genes is None else genes
+        meta = strip_derived_gene_columns(meta.reindex(pd.Index(self.gene_ids)))
+        write_meta_group(self._file.create_group(ROW_META, track_order=True),
+                         self.gene_ids, frame_columns(meta))
 
     def write_block(self, start: int, values: np.ndarray) -> None:
         """Write samples ``start .. start + len(values)`` (values: ``(k, n_genes)``)."""
@@ -397,7 +463,12 @@ class GCTXWriter:
             raise GeneinferError(
                 f"block {start}..{start + k} outside the {self.n_samples} samples of {self.path}"
             )
-        self._matrix[start : start + k] = values.astype(self._matrix.dtype, copy=False)
+        try:
+            self._matrix[start : start + k] = values.astype(self._matrix.dtype, copy=False)
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._written[start : start + k] = True
 
     def write_sample_meta(
@@ -411,9 +482,15 @@ class GCTXWriter:
             raise GeneinferError(f"duplicate sample ids given for {self.path}")
         if self._has_col_meta:
             raise GeneinferError("sample metadata already written")
+        check_writable_texts(ids, what="sample id", limit=MAX_ID_CHARS, control=False)
         meta = pd.DataFrame(index=pd.Index(ids)) if samples is None else samples
-        write_meta_group(self._file.create_group(COL_META, track_order=True), ids,
-                         frame_columns(meta.reindex(pd.Index(ids))))
+        try:
+            write_meta_group(self._file.create_group(COL_META, track_order=True), ids,
+                             frame_columns(meta.reindex(pd.Index(ids))))
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._has_col_meta = True
 
     @property
@@ -430,7 +507,12 @@ class GCTXWriter:
             missing = int((~self._written).sum())
             self.abort()
             raise GeneinferError(f"{self.path}: {missing} samples were never written")
-        self._file.close()
+        try:
+            self._file.close()
+        except BaseException as exc:
+            self.abort()
+            self._raise_output_error(exc)
+            raise
         self._done = True
         self._atomic.__exit__(None, None, None)
 
@@ -469,7 +551,11 @@ def write_gctx(
     compression_level: int = 4,
     block_size: int = 8192,
 ) -> None:
-    """Write ``data`` as a CMap-layout GCTX file (atomic; chunked and compressed)."""
+    """Write ``data`` as a CMap-layout GCTX file (atomic; chunked and compressed).
+
+    Infinite values are refused (geneinfer would not read them back); NaN is written as is.
+    """
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     with GCTXWriter(
         path,
         gene_ids=list(data.gene_ids),

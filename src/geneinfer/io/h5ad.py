@@ -8,7 +8,8 @@ anndata is imported only when an ``.h5ad`` file is actually read or written.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -21,11 +22,21 @@ from geneinfer.expression import ExpressionData
 from geneinfer.idkinds import GENE_ID_KINDS, detect_id_kind
 from geneinfer.io._common import (
     PathLike,
+    check_declared_size,
     check_readable,
     check_unique,
-    translate_errors,
+    translate_hdf5,
 )
-from geneinfer.io.blocks import BlockReader
+from geneinfer.io.blocks import BlockReader, finite_data
+from geneinfer.io.cells import (
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+)
+from geneinfer.io.h5probe import probe
 from geneinfer.scales import SCALES
 from geneinfer.utils.files import atomic_path
 
@@ -41,6 +52,15 @@ def _anndata() -> ModuleType:
             "pip install 'geneinfer[anndata]'"
         ) from exc
     return anndata
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """anndata's warnings (e.g. "Variable names are not unique") would print under our own
+    precise errors; the readers check what they warn about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +79,8 @@ def _plain(frame: pd.DataFrame) -> pd.DataFrame:
 def _dense(x) -> np.ndarray:
     if hasattr(x, "toarray"):
         x = x.toarray()
-    return np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the reader checks
+        return np.asarray(x, dtype=np.float32)
 
 
 def _info(adata) -> tuple[str, str | None]:
@@ -72,10 +93,19 @@ def _info(adata) -> tuple[str, str | None]:
     )
 
 
+def _check_ids(path: PathLike, ids: Sequence[str], what: str, where: str) -> None:
+    for ident in ids:
+        if not ident.strip():
+            raise InputFormatError(path, f"empty {what} id", where=where,
+                                   expected=f"a non-empty id for every {what}")
+        check_id_length(path, ident, what=what, where=where)
+
+
 def _gene_part(path: PathLike, adata) -> tuple[pd.DataFrame, str, str]:
     """Gene metadata, scale and gene id kind (computed once per file)."""
     gene_ids = [str(v) for v in adata.var_names]
     check_unique(path, gene_ids, what="gene", where="var index")
+    _check_ids(path, gene_ids, "gene", "var index")
     genes = _plain(adata.var)
     genes.index = pd.Index(gene_ids, dtype=object)
     scale, kind = _info(adata)
@@ -90,6 +120,7 @@ def _to_data(
     genes, scale, kind = gene_part
     sample_ids = [str(v) for v in obs.index]
     check_unique(path, sample_ids, what="sample", where="obs index")
+    _check_ids(path, sample_ids, "sample", "obs index")
     samples = _plain(obs)
     samples.index = pd.Index(sample_ids, dtype=object)
     return ExpressionData(
@@ -104,9 +135,24 @@ def _to_data(
     )
 
 
+_WHAT = "an AnnData .h5ad file (X, obs, var)"
+_SPARSE = ("csr_matrix", "csc_matrix")
+#: stored entries of a sparse X checked at a time (bounds the memory of the check)
+_CHECK_ENTRIES = 1 << 22
+
+
 def _check_layout(path: PathLike) -> None:
-    """Fail fast (and without anndata's warnings) on HDF5 files that are not AnnData."""
-    with translate_errors(path, what="AnnData .h5ad file"), h5py.File(path, "r") as f:
+    """Fail fast (and without anndata's warnings or crashes) on HDF5 files that are not
+    AnnData or whose ``X`` is damaged; anndata and scipy trust what they are given (an
+    out-of-range sparse index can crash the process), so ``X`` is checked here first."""
+    probe(path, what=_WHAT)
+    try:
+        f = h5py.File(path, "r")
+    except Exception as exc:  # h5py raises many types for damaged files
+        raise InputFormatError(
+            path, f"not a readable HDF5 file ({(str(exc).splitlines() or [''])[0][:200]})",
+            expected=_WHAT) from None
+    with f, translate_hdf5(path, "/", what=_WHAT):
         absent = [k for k in ("obs", "var") if k not in f]
         if absent:
             raise InputFormatError(
@@ -119,35 +165,148 @@ def _check_layout(path: PathLike) -> None:
             raise InputFormatError(
                 path, "has no X matrix", where="/X", expected="a samples x genes X"
             )
+        for group in ("obs", "var"):
+            _check_group_sizes(path, f[group], f"/{group}")
+        with translate_hdf5(path, "/X", what=_WHAT):
+            shape = _check_x(path, f["X"])
+            expected = (_n_entries(path, f["obs"], "obs"), _n_entries(path, f["var"], "var"))
+        if shape != expected:  # anndata's backed mode would read past a mismatch silently
+            raise InputFormatError(path, f"X has shape {shape}", where="/X",
+                                   expected=f"{expected} (the entries of obs and var)")
 
 
-def read_h5ad(path: PathLike) -> ExpressionData:
-    """Read an ``.h5ad`` file (obs = samples, var = genes, ``X`` -> float32)."""
+def _n_entries(path: PathLike, group, name: str) -> int:
+    """Rows of ``obs`` / ``var``: the length of its index (old files: of its table)."""
+    if isinstance(group, h5py.Dataset):
+        return int(group.shape[0]) if group.ndim else 1
+    key = group.attrs.get("_index", "_index")
+    key = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    index = group.get(key)
+    if not isinstance(index, h5py.Dataset) or index.ndim != 1:
+        raise InputFormatError(path, "has no index", where=f"/{name}",
+                               expected="an AnnData file (X, obs, var)")
+    return int(index.shape[0])
+
+
+def _check_group_sizes(path: PathLike, group, where: str) -> None:
+    """Every dataset of ``obs`` / ``var`` (index, columns, categories) fits its storage, so
+    anndata never allocates by a declared size the file cannot back."""
+    if isinstance(group, h5py.Dataset):
+        check_declared_size(path, group, where)
+        return
+    if not isinstance(group, h5py.Group):
+        raise InputFormatError(path, "not a group", where=where, expected=_WHAT)
+    for name in group:
+        with translate_hdf5(path, f"{where}/{name}", what=_WHAT):
+            item = group[name]
+        _check_group_sizes(path, item, f"{where}/{name}")
+
+
+def _check_x(path: PathLike, x) -> tuple[int, int]:
+    """A dense X is a 2-D numeric dataset; a sparse one passes :func:`_check_sparse`.
+    Returns its shape."""
+    if isinstance(x, h5py.Dataset):
+        if x.ndim != 2 or x.dtype.kind not in "biuf":
+            raise InputFormatError(path, f"X has shape {x.shape} and dtype {x.dtype}",
+                                   where="/X", expected="a 2-D numeric matrix")
+        check_declared_size(path, x, "/X")
+        return int(x.shape[0]), int(x.shape[1])
+    kind = x.attrs.get("encoding-type")
+    kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else str(kind)
+    if kind not in _SPARSE:
+        raise InputFormatError(path, f"X is a group of encoding {kind!r}", where="/X",
+                               expected="a dense matrix or a csr_matrix / csc_matrix")
+    return _check_sparse(path, x, kind)
+
+
+def _sparse_part(path: PathLike, x, name: str, kinds: str) -> h5py.Dataset:
+    ds = x.get(name)
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind not in kinds:
+        raise InputFormatError(path, "missing or not a 1-D array of the right type",
+                               where=f"/X/{name}", expected="the AnnData sparse layout")
+    check_declared_size(path, ds, f"/X/{name}")
+    return ds
+
+
+def _check_sparse(path: PathLike, x, kind: str) -> tuple[int, int]:
+    """Shape, index pointers (start at 0, never decrease, end at the number of entries) and
+    indices (in range, no repeats within a row or column), without loading them whole."""
+    shape = np.asarray(x.attrs.get("shape", []))
+    if shape.shape != (2,) or shape.dtype.kind not in "iu" or (shape < 0).any():
+        raise InputFormatError(path, f"shape attribute {shape.tolist()}", where="/X",
+                               expected="two non-negative integers")
+    major, minor = (int(shape[0]), int(shape[1])) if kind == "csr_matrix" else \
+        (int(shape[1]), int(shape[0]))
+    data = _sparse_part(path, x, "data", "biuf")
+    indices = _sparse_part(path, x, "indices", "iu")
+    indptr = _sparse_part(path, x, "indptr", "iu")
+    if indptr.shape[0] != major + 1:
+        raise InputFormatError(path, f"{indptr.shape[0]} index pointers", where="/X/indptr",
+                               expected=f"{major + 1} (one more than the {kind[:3]} rows)")
+    ptr = np.asarray(indptr[()], dtype=np.int64)
+    n = data.shape[0]
+    if ptr[0] != 0 or (np.diff(ptr) < 0).any() or ptr[-1] != n or indices.shape[0] != n:
+        raise InputFormatError(path, "index pointers do not start at 0, decrease, or do not "
+                               f"end at the {n} stored values", where="/X/indptr",
+                               expected="the compressed sparse layout")
+    start = 0
+    while start < major:
+        stop = int(np.searchsorted(ptr, ptr[start] + _CHECK_ENTRIES, side="right")) - 1
+        stop = max(stop, start + 1)
+        _check_indices(path, indices, ptr, start, min(stop, major), minor)
+        start = stop
+    return int(shape[0]), int(shape[1])
+
+
+def _check_indices(path: PathLike, indices: h5py.Dataset, ptr: np.ndarray, start: int,
+                   stop: int, minor: int) -> None:
+    idx = np.asarray(indices[ptr[start]:ptr[stop]], dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= minor):
+        raise InputFormatError(path, f"an index outside 0..{minor - 1}", where="/X/indices",
+                               expected="indices within the matrix")
+    line = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(ptr[start:stop + 1]))
+    key = line * max(minor, 1) + idx
+    if (np.diff(key) <= 0).any() and (np.diff(np.sort(key)) == 0).any():
+        raise InputFormatError(path, "an entry stored twice", where="/X/indices",
+                               expected="at most one value per cell")
+
+
+def read_h5ad(path: PathLike, *, nonfinite: str | NonFinite | None = None) -> ExpressionData:
+    """Read an ``.h5ad`` file (obs = samples, var = genes, ``X`` -> float32).
+
+    ``nonfinite``: ``"error"`` (default) or ``"missing"``, as for
+    :func:`geneinfer.io.read_gctx`.
+    """
     ad = _anndata()
     check_readable(path)
-    with translate_errors(path, what="AnnData .h5ad file"):
-        _check_layout(path)
-        adata = ad.read_h5ad(path)
+    _check_layout(path)
+    with translate_hdf5(path, "/", what=_WHAT):
+        with _quiet():
+            adata = ad.read_h5ad(path)
         if adata.X is None:
             raise InputFormatError(
                 path, "has no X matrix", where="/X", expected="a samples x genes X"
             )
-        return _to_data(path, _gene_part(path, adata), _dense(adata.X), adata.obs)
+        data = _to_data(path, _gene_part(path, adata), _dense(adata.X), adata.obs)
+    return finite_data(data, nonfinite, where="/X")
 
 
 class H5adBlocks(BlockReader):
     """Random access to an ``.h5ad`` file through anndata's backed (on-disk) mode."""
 
-    def __init__(self, path: PathLike) -> None:
+    values_where = "/X"
+
+    def __init__(self, path: PathLike, *, nonfinite: str | NonFinite | None = None) -> None:
         ad = _anndata()
         check_readable(path)
         _check_layout(path)
         self.path = Path(path)
         self.source = str(path)
-        with translate_errors(path, what="AnnData .h5ad file"):
+        self.nonfinite = as_nonfinite(nonfinite)
+        with translate_hdf5(path, "/", what=_WHAT), _quiet():
             self._adata = ad.read_h5ad(path, backed="r")
         try:
-            with translate_errors(path, what="AnnData .h5ad file"):
+            with translate_hdf5(path, "/", what=_WHAT):
                 if self._adata.X is None:
                     raise InputFormatError(path, "has no X matrix", where="/X",
                                            expected="a samples x genes X")
@@ -157,14 +316,16 @@ class H5adBlocks(BlockReader):
                 self._sample_ids = pd.Index([str(v) for v in self._adata.obs_names],
                                             dtype=object)
                 check_unique(path, self._sample_ids, what="sample", where="obs index")
+                _check_ids(path, self._sample_ids, "sample", "obs index")
         except BaseException:
             self.close()
             raise
 
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
-        with translate_errors(self.path, what="AnnData .h5ad file"):
+        with translate_hdf5(self.path, "/X", what=_WHAT):
             block = _dense(self._adata.X[start:stop])
-        return block if cols is None else block[:, cols]
+        block = block if cols is None else block[:, cols]
+        return self.finite(block, range(start, start + len(block)), cols)
 
     def sample_ids(self) -> pd.Index:
         return self._sample_ids
@@ -188,8 +349,9 @@ def peek_h5ad(path: PathLike) -> tuple[int, int, list[str]]:
     ad = _anndata()
     check_readable(path)
     _check_layout(path)
-    with translate_errors(path, what="AnnData .h5ad file"):
-        adata = ad.read_h5ad(path, backed="r")
+    with translate_hdf5(path, "/", what=_WHAT):
+        with _quiet():
+            adata = ad.read_h5ad(path, backed="r")
         try:
             return adata.n_obs, adata.n_vars, [str(v) for v in adata.var_names]
         finally:
@@ -197,8 +359,16 @@ def peek_h5ad(path: PathLike) -> tuple[int, int, list[str]]:
 
 
 def write_h5ad(data: ExpressionData, path: PathLike, *, compression: str | None = None) -> None:
-    """Write ``data`` as ``.h5ad`` (X float32; scale and id kind in ``uns["geneinfer"]``)."""
+    """Write ``data`` as ``.h5ad`` (X float32; scale and id kind in ``uns["geneinfer"]``).
+
+    Infinite values and ids longer than :data:`~geneinfer.io.cells.MAX_ID_CHARS` are refused
+    (geneinfer would not read them back); a failing disk is one
+    :class:`~geneinfer.utils.files.OutputError` line.
+    """
     ad = _anndata()
+    for ids, what in ((data.gene_ids, "gene id"), (data.sample_ids, "sample id")):
+        check_writable_texts(list(ids), what=what, limit=MAX_ID_CHARS, control=False)
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     obs = data.samples.copy()
     var = data.genes.copy()
     obs.columns = [str(c) for c in obs.columns]
@@ -210,7 +380,10 @@ def write_h5ad(data: ExpressionData, path: PathLike, *, compression: str | None 
         uns={UNS_KEY: {"scale": data.scale, "gene_id_kind": data.gene_id_kind}},
     )
     with atomic_path(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp, compression=compression)
+        try:
+            adata.write_h5ad(tmp, compression=compression)
+        except RuntimeError as exc:  # h5py's way of saying a write failed
+            raise OSError(str(exc)) from None
 
 
 def write_skeleton(

@@ -39,6 +39,7 @@ import pandas as pd
 from geneinfer.errors import GeneinferError
 from geneinfer.io import gctx, h5ad
 from geneinfer.io.formats import STREAMED
+from geneinfer.utils.files import os_reason
 from geneinfer.utils.libc import libc_function
 
 SampleColumns = Iterable[tuple[str, Callable[[], np.ndarray]]]
@@ -172,17 +173,6 @@ def set_attrs(path: str | os.PathLike[str], **attrs: object) -> None:
     with h5py.File(path, "r+") as f:
         for key, value in attrs.items():
             f.attrs[key] = value
-
-
-def os_reason(exc: BaseException) -> str:
-    """A one-line reason for an I/O failure, naming a full disk or a file size limit."""
-    err = getattr(exc, "errno", None)
-    if err in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"disk full or file size limit reached: {os.strerror(err)}"
-    text = str(exc)
-    if "No space" in text or "File too large" in text or "file size limit" in text.lower():
-        return f"disk full or file size limit reached: {text}"
-    return text
 
 
 #: sync_file_range flags (<fcntl.h>): start writeback; wait before + write + wait after

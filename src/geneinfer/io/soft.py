@@ -31,11 +31,21 @@ from geneinfer.io._common import (
     add_derived_gene_columns,
     check_readable,
     check_unique,
-    is_gzip,
     meta_frame,
     open_text,
     translate_errors,
 )
+from geneinfer.io.cells import (
+    MAX_FIELD_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    is_blank,
+    longest,
+    nonfinite_cells,
+    parse_texts,
+)
+from geneinfer.io.delimited import BodyLayout, check_row_ids, iter_body
 from geneinfer.scales import stated_scale
 
 _NA = frozenset(NA_TOKENS)
@@ -55,6 +65,7 @@ class _Block:
     columns: dict[str, str] = field(default_factory=dict)  # "#COL = description"
     header: list[str] | None = None
     rows: list[list[str]] = field(default_factory=list)
+    row_lines: list[int] = field(default_factory=list)  # file line of each table row
     table_line: int = 0
 
 
@@ -70,14 +81,20 @@ def _parse_blocks(path: PathLike, keep: set[str] | None) -> list[_Block]:
             if in_table:
                 if line.startswith("!") and line.lower().endswith("_table_end"):
                     in_table = False
+                elif is_blank(line):
+                    continue  # blank lines are skipped, as in every table body
                 elif cur.header is None:  # type: ignore[union-attr]
                     cur.header = line.split("\t")  # type: ignore[union-attr]
                     cur.table_line = lineno  # type: ignore[union-attr]
                 elif not skip_rows:
-                    cur.rows.append(line.split("\t"))  # type: ignore[union-attr]
+                    cur.rows.append(_fields(path, line, lineno))  # type: ignore[union-attr]
+                    cur.row_lines.append(lineno)  # type: ignore[union-attr]
                 continue
             if not line.strip():
                 continue
+            if len(line) > MAX_FIELD_CHARS:
+                raise InputFormatError(path, f"line of {len(line)} characters", where=lineno,
+                                       expected=f"at most {MAX_FIELD_CHARS}")
             if lineno == 1 and not line.startswith(("^", "!", "#")):
                 raise InputFormatError(
                     path,
@@ -121,6 +138,14 @@ def _parse_blocks(path: PathLike, keep: set[str] | None) -> list[_Block]:
     return blocks
 
 
+def _fields(path: PathLike, line: str, lineno: int) -> list[str]:
+    fields = line.split("\t")
+    if longest(fields) > MAX_FIELD_CHARS:
+        raise InputFormatError(path, f"a field of {longest(fields)} characters", where=lineno,
+                               expected=f"at most {MAX_FIELD_CHARS}")
+    return fields
+
+
 def _table_frame(path: PathLike, block: _Block) -> pd.DataFrame:
     if not block.header:
         raise InputFormatError(
@@ -129,45 +154,45 @@ def _table_frame(path: PathLike, block: _Block) -> pd.DataFrame:
             where=block.line,
             expected="a header line after '_table_begin'",
         )
+    check_unique(path, block.header, what=f"{block.acc} column", where=block.table_line)
     width = len(block.header)
     for k, row in enumerate(block.rows):
         if len(row) != width:
             raise InputFormatError(
                 path,
                 f"table row of {block.acc} has {len(row)} fields",
-                where=block.table_line + 1 + k,
+                where=block.row_lines[k],
                 expected=f"{width} like its header",
             )
     frame = pd.DataFrame(block.rows, columns=block.header, dtype=object)
     ids = frame.iloc[:, 0].tolist()
-    check_unique(path, ids, what=f"{block.acc} row", where=block.table_line)
+    check_row_ids(path, ids, block.row_lines, set(), what=f"{block.acc} row")
     return frame
 
 
-def _numbers(path: PathLike, texts: list[str], block: _Block, col: int) -> np.ndarray:
-    arr = np.array([t.strip() for t in texts], dtype=object)
-    na = np.isin(arr, list(_NA))
-    try:
-        out = np.full(len(texts), np.nan, dtype=np.float32)
-        out[~na] = arr[~na].astype(np.float64)
-        return out
-    except ValueError:
-        pass  # find the offending cell below for a precise message
-    for k, t in enumerate(texts):
-        t = t.strip()
-        if t in _NA:
-            out[k] = np.nan
-            continue
-        try:
-            out[k] = float(t)
-        except ValueError:
+def _numbers(path: PathLike, texts: list[str], block: _Block, col: int,
+             nonfinite: NonFinite) -> np.ndarray:
+    """The sample's VALUE column by the one grammar (:mod:`geneinfer.io.cells`)."""
+    values, bad = parse_texts(texts)
+    if bad is not None:
+        raise InputFormatError(
+            path,
+            f"non-numeric value {texts[bad][:30]!r} in {block.acc} column {col + 1}",
+            where=block.row_lines[bad],
+            expected="a number or NA/empty for missing",
+        )
+    inf = nonfinite_cells(values)
+    if inf.any():
+        if nonfinite.policy == "error":
+            k = int(np.argmax(inf))
             raise InputFormatError(
-                path,
-                f"non-numeric value {t[:30]!r} in {block.acc} column {col + 1}",
-                where=block.table_line + 1 + k,
-                expected="a number or NA/empty for missing",
-            ) from None
-    return out
+                path, f"value {texts[k].strip()[:30]!r} of {block.acc} for "
+                f"{block.rows[k][0][:40]} is infinite or beyond float32",
+                where=block.row_lines[k],
+                expected="finite numbers (or --nonfinite missing to read them as missing)")
+        values[inf] = np.nan
+        nonfinite.count += int(inf.sum())
+    return values
 
 
 def _sample_meta(samples: list[_Block]) -> pd.DataFrame:
@@ -193,7 +218,8 @@ def _scale(samples: list[_Block]) -> str:
 
 
 def _platform_data(
-    path: PathLike, plat: _Block | None, plat_id: str, samples: list[_Block]
+    path: PathLike, plat: _Block | None, plat_id: str, samples: list[_Block],
+    nonfinite: NonFinite,
 ) -> ExpressionData:
     genes_meta: pd.DataFrame | None = None
     order: list[str] = []
@@ -216,7 +242,7 @@ def _platform_data(
             )
         col = list(table.columns).index("VALUE")
         ids = table.iloc[:, 0].tolist()
-        vals = _numbers(path, table["VALUE"].tolist(), s, col)
+        vals = _numbers(path, table["VALUE"].tolist(), s, col, nonfinite)
         for i in ids:
             if i not in seen:
                 seen.add(i)
@@ -255,7 +281,8 @@ def soft_platforms(path: PathLike) -> list[str]:
 
 
 def read_soft(
-    path: PathLike, *, platforms: Iterable[str] | None = None
+    path: PathLike, *, platforms: Iterable[str] | None = None,
+    nonfinite: str | NonFinite | None = None,
 ) -> dict[str, ExpressionData]:
     """Read a GEO SOFT family file: ``{platform id: samples of that platform}``.
 
@@ -263,8 +290,11 @@ def read_soft(
     ----------
     platforms
         Only build these platforms (other samples' tables are skipped while reading).
+    nonfinite
+        ``"error"`` (default) or ``"missing"``, as for :func:`geneinfer.io.read_gct`.
     """
     check_readable(path)
+    nonfinite = as_nonfinite(nonfinite)
     keep = None if platforms is None else set(platforms)
     with translate_errors(path, what="GEO SOFT file"):
         blocks = _parse_blocks(path, keep)
@@ -293,10 +323,12 @@ def read_soft(
                     expected=f"one of {', '.join(by_plat)}",
                 )
             by_plat = {k: v for k, v in by_plat.items() if k in keep}
-        return {pid: _platform_data(path, plats.get(pid), pid, ss) for pid, ss in by_plat.items()}
+        return {pid: _platform_data(path, plats.get(pid), pid, ss, nonfinite)
+                for pid, ss in by_plat.items()}
 
 
-def read_soft_platform(path: PathLike, *, platform: str | None = None) -> ExpressionData:
+def read_soft_platform(path: PathLike, *, platform: str | None = None,
+                       nonfinite: str | NonFinite | None = None) -> ExpressionData:
     """One platform of a SOFT file; ``platform`` is required when there are several."""
     if platform is None:
         found = soft_platforms(path)
@@ -311,7 +343,7 @@ def read_soft_platform(path: PathLike, *, platform: str | None = None) -> Expres
                 path, "no sample has a !Sample_platform_id", expected="a GEO SOFT family file"
             )
         platform = found[0]
-    return read_soft(path, platforms=[platform])[platform]
+    return read_soft(path, platforms=[platform], nonfinite=nonfinite)[platform]
 
 
 # --------------------------------------------------------------------------- series matrix
@@ -319,117 +351,123 @@ _TABLE_BEGIN = "!series_matrix_table_begin"
 _TABLE_END = "!series_matrix_table_end"
 
 
-def _split_quoted(line: str) -> list[str]:
-    return next(csv.reader([line], delimiter="\t", quotechar='"'))
+def _split_quoted(path: PathLike, line: str, lineno: int) -> list[str]:
+    """Tab-separated fields, double quotes around whole fields (closed on the line)."""
+    try:
+        return next(csv.reader([line], delimiter="\t", quotechar='"', strict=True))
+    except csv.Error as exc:
+        raise InputFormatError(path, f"badly quoted field ({exc})", where=lineno,
+                               expected="double quotes around whole fields, closed on the "
+                               "same line") from None
 
 
-def read_series_matrix(path: PathLike) -> ExpressionData:
-    """Read a GEO series-matrix file (``GSE*_series_matrix.txt[.gz]``) as samples x genes."""
+def read_series_matrix(path: PathLike, *,
+                       nonfinite: str | NonFinite | None = None) -> ExpressionData:
+    """Read a GEO series-matrix file (``GSE*_series_matrix.txt[.gz]``) as samples x genes.
+
+    ``nonfinite``: ``"error"`` (default) or ``"missing"``, as for
+    :func:`geneinfer.io.read_gct`.
+    """
     path = check_readable(path)
+    nonfinite = as_nonfinite(nonfinite)
     with translate_errors(path, what="GEO series-matrix file"):
-        attrs: dict[str, list[list[str]]] = {}
-        begin = end = 0
-        with open_text(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.rstrip("\r\n")
-                if lineno == 1 and not line.startswith("!"):
-                    raise InputFormatError(
-                        path,
-                        f"first line is {line[:40]!r}",
-                        where=1,
-                        expected="'!Series_...' header lines",
-                    )
-                if line.startswith(_TABLE_BEGIN):
-                    begin = lineno
-                elif line.startswith(_TABLE_END):
-                    end = lineno
-                    break
-                elif not begin and line.startswith("!Sample_"):
-                    fields = _split_quoted(line)
-                    attrs.setdefault(fields[0][len("!Sample_") :], []).append(fields[1:])
-        if not begin:
-            raise InputFormatError(path, "no data table", expected=f"a '{_TABLE_BEGIN}' line")
-        if not end:
-            raise InputFormatError(
-                path,
-                "file ends inside the data table",
-                where=lineno,
-                expected=f"a '{_TABLE_END}' line",
-            )
-        table = pd.read_csv(
-            path,
-            sep="\t",
-            skiprows=begin,
-            nrows=end - begin - 2,
-            header=0,
-            dtype=str,
-            keep_default_na=False,
-            quotechar='"',
-            compression="gzip" if is_gzip(path) else None,
+        scan = _scan_matrix(path)
+        header = _split_quoted(path, scan.header, scan.header_line)
+        _check_table_header(path, header, scan.header_line)
+        layout = BodyLayout(
+            sep="\t", quoted=True, n_fields=len(header), first_line=scan.header_line + 1,
+            text_cols=[0], value_cols=list(range(1, len(header))), names=header,
+            expected=f"{len(header)} fields like the header", last_line=scan.end - 1,
+            n_rows=scan.n_rows,
         )
-        return _matrix_data(path, table, attrs, begin)
+        ids: list[str] = []
+        parts: list[np.ndarray] = []
+        for chunk in iter_body(path, layout, nonfinite=nonfinite):
+            ids.extend(chunk.texts[0])
+            parts.append(chunk.values)
+        values = np.concatenate(parts) if parts else np.empty((0, len(header) - 1), np.float32)
+        inf = nonfinite_cells(values)
+        if inf.any():  # refused by the parser unless they are read as missing
+            values[inf] = np.nan
+            nonfinite.count += int(inf.sum())
+        return _matrix_data(path, ids, header[1:], values.T, scan.attrs)
 
 
-def _check_short_rows(path: PathLike, table: pd.DataFrame, begin: int) -> None:
-    """Rows whose last cell is empty: a real empty cell, or a row with too few fields?"""
-    if table.shape[1] < 2:
-        return
-    last = table.iloc[:, -1].to_numpy()
-    rows = np.flatnonzero(pd.isna(last) | (last == ""))
-    wanted = {int(begin + 2 + r) for r in rows}
-    if not wanted:
-        return
+@dataclass
+class _MatrixScan:
+    attrs: dict[str, list[list[str]]]
+    header: str
+    header_line: int
+    end: int
+    n_rows: int
+
+
+def _scan_matrix(path: PathLike) -> _MatrixScan:
+    """The ``!Sample_`` lines, the table's header line and where the table ends."""
+    attrs: dict[str, list[list[str]]] = {}
+    begin = end = header_line = n_rows = 0
+    header = ""
+    lineno = 0
     with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if lineno in wanted:
-                n = len(_split_quoted(line.rstrip("\r\n")))
-                if n != table.shape[1]:
-                    raise InputFormatError(
-                        path,
-                        f"row has {n} fields",
-                        where=lineno,
-                        expected=f"{table.shape[1]} fields like the header",
-                    )
-                wanted.discard(lineno)
-                if not wanted:
-                    return
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.rstrip("\r\n")
+            if lineno == 1 and not line.startswith("!"):
+                raise InputFormatError(
+                    path,
+                    f"first line is {line[:40]!r}",
+                    where=1,
+                    expected="'!Series_...' header lines",
+                )
+            if line.startswith(_TABLE_END):
+                end = lineno
+                break
+            if begin:
+                if is_blank(line):
+                    continue
+                if header_line:
+                    n_rows += 1
+                else:
+                    header, header_line = line, lineno
+            elif line.startswith(_TABLE_BEGIN):
+                begin = lineno
+            elif line.startswith("!Sample_"):
+                fields = _split_quoted(path, line, lineno)
+                attrs.setdefault(fields[0][len("!Sample_") :], []).append(fields[1:])
+    if not begin:
+        raise InputFormatError(path, "no data table", expected=f"a '{_TABLE_BEGIN}' line")
+    if not end:
+        raise InputFormatError(
+            path,
+            "file ends inside the data table",
+            where=lineno,
+            expected=f"a '{_TABLE_END}' line",
+        )
+    if not header_line:
+        raise InputFormatError(path, "the data table has no header", where=end,
+                               expected='"ID_REF" then one GSM id per sample')
+    return _MatrixScan(attrs, header, header_line, end, n_rows)
 
 
-def _matrix_data(
-    path: PathLike, table: pd.DataFrame, attrs: dict[str, list[list[str]]], begin: int
-) -> ExpressionData:
-    if table.shape[1] < 1 or table.columns[0] != "ID_REF":
+def _check_table_header(path: PathLike, header: list[str], line: int) -> None:
+    if not header or header[0] != "ID_REF":
         raise InputFormatError(
             path,
             "table header does not start with ID_REF",
-            where=begin + 1,
+            where=line,
             expected='"ID_REF" then one GSM id per sample',
         )
-    sample_ids = [str(c) for c in table.columns[1:]]
-    check_unique(path, sample_ids, what="sample", where=begin + 1)
-    ids = table.iloc[:, 0].tolist()
-    check_unique(path, ids, what="gene", where=f"table from line {begin + 1}")
-    _check_short_rows(path, table, begin)
-    body = table.iloc[:, 1:].to_numpy()
-    values = np.empty(body.shape, dtype=np.float32)
-    na = np.isin(body, list(NA_TOKENS))
-    try:
-        values[~na] = np.asarray(body[~na], dtype=np.float64)
-    except ValueError:
-        for (r, c), t in np.ndenumerate(body):
-            if not na[r, c]:
-                try:
-                    float(t)
-                except ValueError:
-                    raise InputFormatError(
-                        path,
-                        f"non-numeric value {str(t)[:30]!r} for {sample_ids[c]}",
-                        where=begin + 2 + r,
-                        expected="a number or NA/empty for missing",
-                    ) from None
-        raise
-    values[na] = np.nan
-    values = values.T
+    check_unique(path, header[1:], what="sample", where=line)
+    for name in header[1:]:
+        if not name.strip():
+            raise InputFormatError(path, "empty sample id", where=line,
+                                   expected="one GSM id per sample")
+        check_id_length(path, name, what="sample", where=line)
+
+
+def _matrix_data(
+    path: PathLike, ids: list[str], sample_ids: list[str], values: np.ndarray,
+    attrs: dict[str, list[list[str]]],
+) -> ExpressionData:
     meta: dict[str, list[str]] = {}
     for key, rows in attrs.items():
         for row in rows:

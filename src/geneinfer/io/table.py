@@ -14,36 +14,40 @@ Leading non-numeric columns after the id column are metadata of the row items (e
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from geneinfer.errors import GeneinferError, InputFormatError
 from geneinfer.expression import ExpressionData
 from geneinfer.idkinds import detect_id_kind
 from geneinfer.io._common import (
-    NA_TOKENS,
     PathLike,
-    check_chunk_ids,
     check_readable,
     check_unique,
     format_block,
-    is_gzip,
-    is_na_token,
-    locate_bad_number,
     meta_frame,
     open_text,
-    parser_error,
     rows_per_block,
     translate_errors,
 )
 from geneinfer.io.blocks import Spool, SpooledBlocks
+from geneinfer.io.cells import (
+    MAX_FIELD_CHARS,
+    MAX_ID_CHARS,
+    NonFinite,
+    as_nonfinite,
+    check_id_length,
+    check_writable_texts,
+    check_writable_values,
+    is_na_token,
+    is_number_text,
+)
+from geneinfer.io.delimited import BodyLayout, iter_body
 from geneinfer.utils.files import atomic_path
 
 ORIENTATIONS = ("genes-in-rows", "samples-in-rows")
@@ -64,6 +68,10 @@ _GENE_HEADERS = {
     "entrez_id",
 }
 _SAMPLE_HEADERS = {"sample", "sample_id", "samples", "gsm", "cell", "barcode"}
+#: headers of leading columns that hold gene metadata even where a few cells are numbers
+_META_HEADERS = {"symbol", "gene_symbol", "description", "gene_name", "name", "gene_title",
+                 "chr", "chrom", "chromosome", "biotype", "gene_biotype", "gene_type",
+                 "strand", "entrez", "entrez_id", "ensembl", "ensembl_id"}
 _SNIFF_ROWS = 200
 
 
@@ -88,30 +96,47 @@ def _read_header(path: PathLike, sep: str) -> list[str]:
         line = fh.readline()
     if not line.strip():
         raise InputFormatError(path, "first line is empty", where=1, expected="a header row")
-    return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quotechar='"'))
-
-
-def _is_numeric_text(texts: Sequence[str]) -> bool:
-    for t in texts:
-        if is_na_token(t):
-            continue
-        try:
-            float(t)
-        except ValueError:
-            return False
-    return True
+    try:
+        return next(csv.reader([line.rstrip("\r\n")], delimiter=sep, quotechar='"',
+                               strict=True))
+    except csv.Error as exc:
+        raise InputFormatError(path, f"cannot split the header ({exc})", where=1,
+                               expected=f"fields of at most {MAX_FIELD_CHARS} characters, "
+                               "double quotes around whole fields") from None
 
 
 def _sniff(path: PathLike, sep: str) -> tuple[list[str], list[list[str]]]:
+    """The header and up to :data:`_SNIFF_ROWS` non-blank rows after it."""
     header = _read_header(path, sep)
     rows: list[list[str]] = []
     with open_text(path) as fh:
         fh.readline()
-        for row in csv.reader(fh, delimiter=sep, quotechar='"'):
-            rows.append(row)
-            if len(rows) >= _SNIFF_ROWS:
-                break
+        reader = csv.reader(fh, delimiter=sep, quotechar='"')
+        try:
+            for row in reader:
+                if any(f.strip(" ") for f in row):
+                    rows.append(row)
+                if len(rows) >= _SNIFF_ROWS:
+                    break
+        except csv.Error as exc:
+            raise InputFormatError(path, f"cannot split the row ({exc})", where=reader.line_num + 1,
+                                   expected=f"fields of at most {MAX_FIELD_CHARS} characters"
+                                   ) from None
     return header, rows
+
+
+def _is_metadata(name: str, texts: Sequence[str]) -> bool:
+    """A leading column holds metadata (text) rather than a sample's values.
+
+    Decided on the first rows: mostly non-numbers, or a metadata header (``symbol``,
+    ``chromosome``...) over any non-number. A sample column with a few bad cells stays a
+    sample column, so the bad cells are named instead of the whole sample becoming text.
+    """
+    cells = [t for t in texts if not is_na_token(t)]
+    n_text = sum(not is_number_text(t) for t in cells)
+    if not n_text:
+        return False
+    return 2 * n_text > len(cells) or name.strip().lower() in _META_HEADERS
 
 
 def _orientation(
@@ -179,119 +204,42 @@ def _layout(path: PathLike, sep: str | None, orientation: str | None) -> _Layout
         raise InputFormatError(path, "no data rows", where=2, expected="one row per gene or sample")
     n_meta = 0
     for j in range(1, len(header) - 1):
-        col = [r[j] for r in rows if len(r) > j]
-        if _is_numeric_text(col):
+        if not _is_metadata(header[j], [r[j] for r in rows if len(r) > j]):
             break
         n_meta += 1
+    _check_header(path, header, n_meta)
     first_col = [r[0] for r in rows if r]
     genes_in_rows = _orientation(path, header, first_col, n_meta, orientation)
     return _Layout(sep, header, first_col, n_meta, genes_in_rows)
 
 
-def _read_frame(
-    path: PathLike, lay: _Layout, *, usecols: list[int] | None = None, chunksize: int | None = None
-):
-    value_cols = range(1 + lay.n_meta, len(lay.header))
-    cols = list(range(len(lay.header))) if usecols is None else usecols
-    if len(cols) == len(lay.header):
-        usecols = None  # without usecols the parser also rejects rows with extra fields
-    dtype: dict[int, object] = {c: (np.float32 if c in value_cols else str) for c in cols}
-    return pd.read_csv(
-        path,
-        sep=lay.sep,
-        header=None,
-        skiprows=1,
-        names=list(range(len(lay.header))),
-        usecols=usecols,
-        index_col=False,
-        dtype=dtype,  # type: ignore[arg-type]
-        keep_default_na=False,
-        na_values={c: list(NA_TOKENS) for c in cols if c in value_cols},
-        quotechar='"',
-        compression="gzip" if is_gzip(path) else None,
-        chunksize=chunksize,
-        engine="c",
-        encoding="utf-8",
-    )
+def _check_header(path: PathLike, header: list[str], n_meta: int) -> None:
+    """The column ids (after the id and metadata columns) are non-empty and not too long."""
+    for j, name in enumerate(header):
+        if j > n_meta and not name.strip():
+            raise InputFormatError(path, f"field {j + 1} of the header is empty", where=1,
+                                   expected="an id for every value column")
+        check_id_length(path, name, what="column", where=1)
 
 
-def _check_short_rows(path: PathLike, lay: _Layout, frame: pd.DataFrame, offset: int) -> None:
-    last = len(lay.header) - 1
-    if last not in frame.columns:
-        return
-    short = np.flatnonzero(frame[last].isna().to_numpy())
-    if not short.size:
-        return
-    wanted = {int(offset + s + 2) for s in short}  # 1-based line numbers after the header
-    with open_text(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if lineno in wanted:
-                n = len(next(csv.reader([line.rstrip("\r\n")], delimiter=lay.sep, quotechar='"')))
-                if n != len(lay.header):
-                    raise InputFormatError(
-                        path,
-                        f"row has {n} fields",
-                        where=lineno,
-                        expected=f"{len(lay.header)} like the header",
-                    )
-                wanted.discard(lineno)
-                if not wanted:
-                    return
-
-
-@contextlib.contextmanager
-def _guard(path: PathLike, lay: _Layout) -> Iterator[None]:
-    """Locate the cell behind a pandas conversion / tokenizer failure."""
-    try:
-        yield
-    except InputFormatError:
-        raise
-    except ValueError as exc:
-        if "convert" not in str(exc) and not isinstance(exc, pd.errors.ParserError):
-            raise
-        raise _parse_error(path, lay, exc) from exc
-
-
-def _parse_error(path: PathLike, lay: _Layout, exc: ValueError) -> InputFormatError:
-    if isinstance(exc, pd.errors.ParserError):
-        return parser_error(path, exc)
-    bad = locate_bad_number(path, first_line=2, first_field=1 + lay.n_meta, sep=lay.sep)
-    if bad is None:
-        return InputFormatError(path, f"cannot parse: {exc}", expected="a delimited table")
-    return InputFormatError(
-        path,
-        f"non-numeric value {bad[2][:30]!r} in field {bad[1]}",
-        where=bad[0],
-        expected="a number or NA/NaN/empty for missing",
+def _body(path: PathLike, lay: _Layout) -> BodyLayout:
+    """The rows after the header, for :func:`geneinfer.io.delimited.iter_body`."""
+    n = len(lay.header)
+    return BodyLayout(
+        sep=lay.sep, quoted=True, n_fields=n, first_line=2,
+        text_cols=list(range(1 + lay.n_meta)), value_cols=list(range(1 + lay.n_meta, n)),
+        names=lay.header, expected=f"{n} like the header",
+        row_what="gene" if lay.genes_in_rows else "sample",
+        col_what="sample" if lay.genes_in_rows else "gene",
     )
 
 
 _CHUNK_ROWS = 5000
 
 
-def _chunks(path: PathLike, lay: _Layout) -> Iterator[tuple[list[str], dict, np.ndarray]]:
-    """The rows, parsed and checked, in chunks: ``(ids, metadata texts, float32 values)``.
-
-    This is the one table body parser: whole-file reads and block readers both use it.
-    """
-    value_cols = list(range(1 + lay.n_meta, len(lay.header)))
-    meta_cols = list(range(1, 1 + lay.n_meta))
-    what = "gene" if lay.genes_in_rows else "sample"
-    seen: set[str] = set()
-    offset = 0
-    with _guard(path, lay):
-        for frame in _read_frame(path, lay, chunksize=_CHUNK_ROWS):
-            frame = frame.reset_index(drop=True)
-            _check_short_rows(path, lay, frame, offset)
-            ids = frame[0].tolist()
-            check_chunk_ids(path, ids, seen, what=what, first_line=offset + 2)
-            meta = {lay.header[c]: frame[c].tolist() for c in meta_cols}
-            yield ids, meta, frame[value_cols].to_numpy(dtype=np.float32)
-            offset += len(frame)
-
-
 def read_table(
-    path: PathLike, *, sep: str | None = None, orientation: str | None = None
+    path: PathLike, *, sep: str | None = None, orientation: str | None = None,
+    nonfinite: str | NonFinite | None = None,
 ) -> ExpressionData:
     """Read a TSV/CSV expression table (plain or gzip).
 
@@ -301,8 +249,10 @@ def read_table(
         Field separator (default: ``,`` for ``.csv``, else tab).
     orientation
         ``"genes-in-rows"``, ``"samples-in-rows"`` or None to detect (only when safe).
+    nonfinite
+        ``"error"`` (default) or ``"missing"``, as for :func:`geneinfer.io.read_gct`.
     """
-    with TableBlocks(path, sep=sep, orientation=orientation) as reader:
+    with TableBlocks(path, sep=sep, orientation=orientation, nonfinite=nonfinite) as reader:
         return reader.block(0, reader.n_samples)
 
 
@@ -311,9 +261,11 @@ class TableBlocks(SpooledBlocks):
     from which sample blocks are sliced."""
 
     def __init__(self, path: PathLike, *, sep: str | None = None,
-                 orientation: str | None = None) -> None:
+                 orientation: str | None = None,
+                 nonfinite: str | NonFinite | None = None) -> None:
         self.path = Path(path)
         self.source = str(path)
+        self.nonfinite = as_nonfinite(nonfinite)
         with translate_errors(path, what="delimited table"):
             lay = _layout(path, sep, orientation)
         self.spool = Spool(len(lay.header) - 1 - lay.n_meta)
@@ -321,11 +273,12 @@ class TableBlocks(SpooledBlocks):
         meta: dict[str, list[str]] = {lay.header[c]: [] for c in range(1, 1 + lay.n_meta)}
         try:
             with translate_errors(path, what="delimited table"):
-                for chunk_ids, chunk_meta, values in _chunks(path, lay):
-                    self.spool.append(values)
-                    ids.extend(chunk_ids)
-                    for name, texts in chunk_meta.items():
-                        meta[name].extend(texts)
+                for chunk in iter_body(path, _body(path, lay), nonfinite=self.nonfinite,
+                                       chunk_rows=_CHUNK_ROWS):
+                    self.spool.append(chunk.values)
+                    ids.extend(chunk.texts[0])
+                    for c in range(1, 1 + lay.n_meta):
+                        meta[lay.header[c]].extend(chunk.texts[c])
         except BaseException:
             self.close()
             raise
@@ -347,19 +300,13 @@ def peek_table(
     path: PathLike, *, sep: str | None = None, orientation: str | None = None
 ) -> tuple[int, int, list[str]]:
     """``(n_samples, n_genes, gene_ids)`` reading the header and the id column only."""
+    first_col: list[str] = []
     with translate_errors(path, what="delimited table"):
         lay = _layout(path, sep, orientation)
-        first_col = pd.read_csv(
-            path,
-            sep=lay.sep,
-            header=None,
-            skiprows=1,
-            usecols=[0],
-            dtype=str,
-            keep_default_na=False,
-            quotechar='"',
-            compression="gzip" if is_gzip(path) else None,
-        )[0].tolist()
+        body = _body(path, lay)
+        body.text_cols, body.value_cols = [0], []
+        for chunk in iter_body(path, body, nonfinite=NonFinite()):
+            first_col.extend(chunk.texts[0])
     col_ids = lay.header[1 + lay.n_meta :]
     if lay.genes_in_rows:
         return len(col_ids), len(first_col), first_col
@@ -398,6 +345,8 @@ def write_table(
     for ids in (row_ids, col_ids):
         if any(not str(i).strip() for i in ids):
             raise GeneinferError("cannot write an empty id to a table")
+        check_writable_texts([str(i) for i in ids], what="id", limit=MAX_ID_CHARS)
+    check_writable_values(data.values, data.gene_ids, data.sample_ids)
     matrix = data.values.T if genes_in_rows else data.values
     head = [("gene_id" if genes_in_rows else "sample_id"), *map(str, col_ids)]
     gz = str(path).endswith(".gz")

@@ -10,10 +10,22 @@ On disk it is a directory::
       weights.safetensors  estimator arrays ("estimator.*"), preprocessing arrays
                            ("preprocessor.*") and bundle arrays ("bundle.*")
 
-The directory is written to a temporary sibling and renamed into place, so a reader never
-sees a half-written model. Loading parses JSON and safetensors only (never pickle), checks
-every checksum and rebuilds the estimator through :func:`geneinfer.models.registry.make_model`
-and :meth:`~geneinfer.models.base.GeneModel.load_fitted_state`.
+The directory is written to a temporary sibling and swapped into place
+(:func:`geneinfer.utils.files.atomic_dir`), so a reader never sees a half-written model and a
+save killed half-way leaves a temporary folder that the next save of that model removes.
+Loading parses JSON and safetensors only (never pickle), checks every checksum and rebuilds
+the estimator through :func:`geneinfer.models.registry.make_model` and
+:meth:`~geneinfer.models.base.GeneModel.load_fitted_state`.
+
+Integrity (format version 2): ``model.json`` records the SHA-256 and size of the weights file
+*and* the SHA-256 of its own canonical content (:func:`json_digest`: every entry but
+``files``, keys sorted, compact separators), so an edit anywhere in it (e.g. two target ids
+swapped, which would put predictions under the wrong genes) is refused on load. Files of
+format version 1 carry no such digest; they are still loaded, with a warning that changes to
+their ``model.json`` cannot be detected and that re-saving the model protects it. A version-1
+file that does carry a digest, or a version-2 file without one, is refused. ``model.json``
+larger than :data:`MAX_JSON_BYTES` or nested deeper than :data:`MAX_JSON_DEPTH` is refused
+before it is used.
 """
 
 from __future__ import annotations
@@ -24,8 +36,7 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,21 +52,31 @@ from geneinfer.expression import ExpressionData
 from geneinfer.genes import GeneIdMap
 from geneinfer.genes.matching import match_genes
 from geneinfer.models.registry import make_model
-from geneinfer.preprocess import Harmonizer, LandmarkInputs, ProfilePreprocessor
+from geneinfer.preprocess import (
+    MAX_IMPUTE_FRACTION,
+    Harmonizer,
+    LandmarkInputs,
+    ProfilePreprocessor,
+)
+from geneinfer.utils.files import atomic_dir
 
 logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "geneinfer-model"
-#: bump when the layout changes in a way older readers cannot handle
-FORMAT_VERSION = 1
+#: bump when the layout changes in a way older readers cannot handle (2: model.json digest)
+FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+#: the key in ``files`` that holds the digest of model.json's own canonical content
+DIGEST_KEY = "sha256_canonical"
 
 _EST_PREFIX = "estimator."
 _PRE_PREFIX = "preprocessor."
 _BUNDLE_PREFIX = "bundle."
-# model.json of a real model is a few MB at most (gene lists + metrics); refuse absurd sizes
-_MAX_JSON_BYTES = 512 * 1024 * 1024
+#: model.json of a real model is a few MB (gene lists, metrics, provenance); larger is refused
+MAX_JSON_BYTES = 64 * 1024 * 1024
+#: deepest nesting of lists/objects accepted in model.json (real files: under 10)
+MAX_JSON_DEPTH = 64
 
 
 # ---------------------------------------------------------------------- JSON helpers
@@ -102,6 +123,15 @@ def from_jsonable(value: Any) -> Any:
             return tuple(from_jsonable(v) for v in value["__tuple__"])
         return {k: from_jsonable(v) for k, v in value.items()}
     return value
+
+
+def json_digest(doc: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a model document without its ``files`` entry (which
+    holds this digest and those of the weights)."""
+    body = {k: v for k, v in doc.items() if k != "files"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -407,14 +437,15 @@ class InferenceModel(RegressorMixin, BaseEstimator):
                                     [*self.landmark_symbols, *self.target_symbols],
                                     kind=self.gene_id_kind)
 
-    def landmark_inputs(self, harmonizer: Harmonizer, *,
-                        missing_landmarks: str = "error") -> LandmarkInputs:
+    def landmark_inputs(self, harmonizer: Harmonizer, *, missing_landmarks: str = "error",
+                        max_impute_fraction: float = MAX_IMPUTE_FRACTION) -> LandmarkInputs:
         """How a harmonised input becomes this model's landmark matrix
         (:class:`~geneinfer.preprocess.LandmarkInputs`; absent landmarks are an error unless
-        ``missing_landmarks="impute"``)."""
+        ``missing_landmarks="impute"``, and more than ``max_impute_fraction`` even then)."""
         return LandmarkInputs.plan(harmonizer, self.landmark_ids,
                                    landmark_symbols=self.landmark_symbols,
-                                   means=self.landmark_means, missing=missing_landmarks)
+                                   means=self.landmark_means, missing=missing_landmarks,
+                                   max_impute_fraction=max_impute_fraction)
 
     def predict(
         self,
@@ -424,6 +455,7 @@ class InferenceModel(RegressorMixin, BaseEstimator):
         scale: str | None = None,
         annotation: Any = None,
         data_dir: str | os.PathLike[str] | None = None,
+        max_impute_fraction: float = MAX_IMPUTE_FRACTION,
     ) -> Any:
         """Infer the target genes of every sample in ``data``.
 
@@ -440,9 +472,7 @@ class InferenceModel(RegressorMixin, BaseEstimator):
         ----------
         missing_landmarks
             ``"error"`` raises an error listing absent landmarks or missing values;
-            ``"impute"`` fills them with the training means (default: the
-            ``missing_landmarks`` parameter).
-        scale, annotation, data_dir
+\1\2        scale, annotation, data_dir
             As for :func:`geneinfer.preprocess.harmonize` (ExpressionData input).
         """
         missing_landmarks = missing_landmarks or self.missing_landmarks
@@ -456,7 +486,8 @@ class InferenceModel(RegressorMixin, BaseEstimator):
             known=self.known_genes(), data_dir=data_dir, to=self.gene_id_kind,
             source=data.source,
         )
-        inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks)
+        inputs = self.landmark_inputs(harmonizer, missing_landmarks=missing_landmarks,
+                                      max_impute_fraction=max_impute_fraction)
         if inputs.n_absent:
             logger.warning("%d of %d landmark genes missing in %s; imputed from training means",
                            inputs.n_absent, self.n_landmarks, data.source or "the data")
@@ -541,21 +572,15 @@ class InferenceModel(RegressorMixin, BaseEstimator):
             doc, arrays = self._payload()
         except TypeError as exc:
             raise ModelFileError(f"cannot save model to {final}: {exc}") from None
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
-        try:
+        with atomic_dir(final) as tmp:
             weights = tmp / WEIGHTS_FILE
-            save_file(arrays, str(weights), metadata={"format": FORMAT_NAME})
+            _save_weights(arrays, weights)
             doc["files"] = {
-                WEIGHTS_FILE: {"sha256": _sha256(weights), "bytes": weights.stat().st_size}
+                WEIGHTS_FILE: {"sha256": _sha256(weights), "bytes": weights.stat().st_size},
+                MODEL_JSON: {DIGEST_KEY: json_digest(doc)},
             }
             text = json.dumps(doc, indent=1, allow_nan=False)
             (tmp / MODEL_JSON).write_text(text + "\n", encoding="utf-8")
-            _default_permissions(tmp)
-            _replace_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     @classmethod
@@ -659,33 +684,22 @@ def _check_overwritable(final: Path) -> None:
     raise GeneinferError(f"{final} exists and is a file; a model is saved as a directory")
 
 
-def _default_permissions(folder: Path) -> None:
-    """mkdtemp creates 0700 folders; give the model the modes of a normal new directory."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        f.chmod(0o666 & ~umask)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` onto ``final``; an old model there is removed only after the swap."""
-    old: Path | None = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-        old.rmdir()
-        os.replace(final, old)
+def _save_weights(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """safetensors' own errors (e.g. a full disk) as the ``OSError`` they stand for."""
+    # safetensors writes its files 0600; give it the mode of any new file (0666 less the
+    # umask), learnt from a file created first
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = stat.S_IMODE(path.stat().st_mode)
     try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        save_file(arrays, str(path), metadata={"format": FORMAT_NAME})
+    except SafetensorError as exc:
+        raise OSError(f"{path.name}: {exc}") from None
+    path.chmod(mode)
 
 
-def _read_model_json(root: Path) -> dict[str, Any]:
+def read_model_doc(root: Path) -> dict[str, Any]:
+    """The parsed ``model.json`` of model folder ``root`` (size, depth and format checked;
+    checksums are checked by :meth:`InferenceModel.load`)."""
     if not root.exists():
         raise ModelFileError(f"{root}: no such model (expected a directory with {MODEL_JSON})")
     if not root.is_dir():
@@ -693,14 +707,39 @@ def _read_model_json(root: Path) -> dict[str, Any]:
     jpath = root / MODEL_JSON
     if not jpath.is_file():
         raise ModelFileError(f"{jpath}: missing; {root} is not a complete geneinfer model")
-    if jpath.stat().st_size > _MAX_JSON_BYTES:
-        raise ModelFileError(f"{jpath}: implausibly large ({jpath.stat().st_size} bytes)")
+    if jpath.stat().st_size > MAX_JSON_BYTES:
+        raise ModelFileError(f"{jpath}: implausibly large ({jpath.stat().st_size} bytes, "
+                             f"at most {MAX_JSON_BYTES})")
     try:
         doc = json.loads(jpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(
             f"{jpath}: not valid JSON ({exc}); the file is truncated or damaged"
         ) from None
+    except RecursionError:
+        raise ModelFileError(f"{jpath}: nested too deeply (at most {MAX_JSON_DEPTH} levels); "
+                             "the file is damaged") from None
+    if _depth(doc) > MAX_JSON_DEPTH:
+        raise ModelFileError(f"{jpath}: nested too deeply (at most {MAX_JSON_DEPTH} levels); "
+                             "the file is damaged")
+    return doc
+
+
+def _depth(doc: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            values = item.values() if isinstance(item, dict) else item
+            todo.extend((v, level + 1) for v in values if isinstance(v, (dict, list)))
+    return deepest
+
+
+def _read_model_json(root: Path) -> dict[str, Any]:
+    doc = read_model_doc(root)
+    jpath = root / MODEL_JSON
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{jpath}: not a geneinfer model file (format != {FORMAT_NAME!r})")
     version = doc.get("format_version")
@@ -714,11 +753,38 @@ def _read_model_json(root: Path) -> dict[str, Any]:
     for key in ("kind", "params", "landmarks", "targets", "files", "estimator_meta"):
         if key not in doc:
             raise ModelFileError(f"{jpath}: required entry {key!r} is missing")
+    _check_digest(jpath, doc, version)
     return doc
 
 
-def _read_weights(root: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
+def _check_digest(jpath: Path, doc: dict[str, Any], version: int) -> None:
+    """model.json's own digest: required from format 2 on, absent in format 1."""
     files = doc["files"]
+    entry = files.get(MODEL_JSON) if isinstance(files, dict) else None
+    recorded = entry.get(DIGEST_KEY) if isinstance(entry, dict) else None
+    if version == 1:
+        if entry is not None:
+            raise ModelFileError(f"{jpath}: format 1 files carry no digest of model.json, this "
+                                 "one does; the file was edited or damaged")
+        logger.warning("%s: model format 1 has no digest of model.json, so edits to it cannot "
+                       "be detected; re-save the model (InferenceModel.load(...).save(...)) "
+                       "or retrain it to protect it", jpath)
+        return
+    if recorded is None:
+        raise ModelFileError(f"{jpath}: no digest of model.json recorded (format {version} "
+                             "requires one); the file was edited or damaged")
+    try:
+        actual = json_digest(doc)
+    except ValueError:  # e.g. a NaN literal written into the file by hand
+        actual = None
+    if recorded != actual:
+        raise ModelFileError(f"{jpath}: content does not match its recorded digest; the file "
+                             "was edited or damaged (retrain, or restore the saved model)")
+
+
+def _read_weights(root: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
+    files = {k: v for k, v in doc["files"].items() if k != MODEL_JSON} \
+        if isinstance(doc["files"], dict) else doc["files"]
     if not isinstance(files, dict) or WEIGHTS_FILE not in files:
         raise ModelFileError(f"{root / MODEL_JSON}: no checksum recorded for {WEIGHTS_FILE}")
     for name, entry in files.items():

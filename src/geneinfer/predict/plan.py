@@ -33,11 +33,13 @@ from tqdm.auto import tqdm
 from geneinfer import __version__
 from geneinfer.errors import ConfigError, GeneinferError, InputFormatError
 from geneinfer.genes import GeneIdMap
-from geneinfer.io import BlockReader
+from geneinfer.io import NONFINITE_POLICIES, BlockReader
 from geneinfer.io.preallocated import RowWriter, create_matrix_file
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.predict import resume
-from geneinfer.preprocess import Harmonizer, LandmarkInputs
+from geneinfer.preprocess import MAX_IMPUTE_FRACTION, Harmonizer, LandmarkInputs
+from geneinfer.preprocess.harmonize import MISSING_POLICIES
+from geneinfer.utils.files import output_errors
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,14 @@ def say(message: str, *, progress: bool) -> None:
     logger.info(message)
     if progress:
         print(f"geneinfer: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str, *, progress: bool) -> None:
+    """Tell the user even without progress messages (``--no-progress``): a warning."""
+    if progress:
+        say(message, progress=True)
+    else:
+        logger.warning("%s", message)
 
 
 def progress_bar(total: int, *, enabled: bool, initial: int = 0, desc: str = "predict") -> tqdm:
@@ -213,6 +223,11 @@ class PlanOptions:
         Output format.
     scale, annotation, data_dir
         How to read the input (:func:`geneinfer.preprocess.harmonize`).
+    max_impute
+        With ``missing_landmarks="impute"``: the largest share of the model's landmarks that
+        may be absent from the input (default 10 %).
+    nonfinite
+        The readers' policy for infinite input values: ``"error"`` or ``"missing"``.
     """
 
     block_size: int = 10000
@@ -227,6 +242,26 @@ class PlanOptions:
     scale: str | None = None
     annotation: Any = None
     data_dir: str | None = None
+    max_impute: float = MAX_IMPUTE_FRACTION
+    nonfinite: str = "error"
+
+    def __post_init__(self) -> None:
+        """The same checks as the command line's, for callers of the Python API."""
+        for name in ("block_size", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.min_r is not None and not -1.0 <= float(self.min_r) <= 1.0:
+            raise ConfigError(f"min_r must be between -1 and 1, got {self.min_r}")
+        if not 0.0 <= float(self.max_impute) <= 1.0:
+            raise ConfigError(f"max_impute must be between 0 and 1, got {self.max_impute}")
+        if self.missing_landmarks not in MISSING_POLICIES:
+            raise ConfigError(f"missing_landmarks must be one of {', '.join(MISSING_POLICIES)}, "
+                              f"not {self.missing_landmarks!r}")
+        if self.nonfinite not in NONFINITE_POLICIES:
+            raise ConfigError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, not "
+                              f"{self.nonfinite!r}")
 
     @property
     def reliability_threshold(self) -> float:
@@ -243,7 +278,7 @@ class PlanOptions:
                 "include_landmarks": self.include_landmarks, "var_names": self.var_names,
                 "format": self.fmt, "scale": self.scale,
                 "annotation": ann if isinstance(ann, (str, type(None))) else "table",
-                "data_dir": self.data_dir}
+                "data_dir": self.data_dir, "nonfinite": self.nonfinite}
 
 
 @dataclass(eq=False)
@@ -261,6 +296,9 @@ class Plan:
     include_landmarks: bool = False
     var_names: str = "symbol"
     n_imputed: int = 0
+    #: non-finite values read as missing: those of a text input (parsed once, whole) plus
+    #: those in the blocks read for prediction (GCTX/h5ad, read as predicted)
+    n_nonfinite: int = 0
 
     @property
     def n_samples(self) -> int:
@@ -276,7 +314,9 @@ class Plan:
 
     def landmarks(self, start: int, stop: int) -> np.ndarray:
         """The ``(stop - start, n_landmarks)`` log2 landmark matrix of samples start..stop."""
+        before = self.source.nonfinite.count
         raw = self.source.read(start, stop, self.inputs.read_cols)
+        self.n_nonfinite += self.source.nonfinite.count - before
         n_cols = len(self.source.gene_ids) if self.inputs.read_cols is None \
             else len(self.inputs.read_cols)
         if raw.ndim != 2 or raw.shape != (stop - start, n_cols):
@@ -371,16 +411,18 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
         raise ConfigError(f"var_names must be 'symbol' or 'id', not {options.var_names!r}")
     if source.n_samples == 0:
         raise InputFormatError(source.source, "no samples", expected="at least one profile")
+    parsed = source.nonfinite.count  # a text input's, counted as it was parsed
     harmonizer = Harmonizer.for_reader(source, scale=options.scale,
                                        annotation=options.annotation, known=pred.known_genes(),
                                        data_dir=options.data_dir, to=pred.gene_id_kind)
     inputs = LandmarkInputs.plan(harmonizer, pred.landmark_ids,
                                  landmark_symbols=pred.landmark_symbols,
-                                 means=pred.landmark_means, missing=options.missing_landmarks)
+                                 means=pred.landmark_means, missing=options.missing_landmarks,
+                                 max_impute_fraction=options.max_impute)
     harmonizer.announce()  # converted or re-keyed: said once, as training says it
-    if inputs.n_absent:
-        say(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
-            f"{source.source}; imputed from training means", progress=progress)
+    if inputs.n_absent:  # always told: these predictions rest partly on training means
+        warn(f"{inputs.n_absent} of {len(pred.landmark_ids)} landmark genes missing in "
+             f"{source.source}; imputed from training means", progress=progress)
     target_idx = _select_targets(pred, options.min_r, progress)
     table = _gene_table(pred, target_idx, options)
     fp = {"layout": LAYOUT_VERSION, "input": source.fingerprint(), "model": pred.checksum,
@@ -388,7 +430,7 @@ def make_plan(pred: Predictor, source: BlockReader, options: PlanOptions, *,
     fingerprint = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     return Plan(source, pred, inputs, target_idx, table, options.block_size,
                 min(options.block_size, options.batch_size or DEFAULT_BATCH), fingerprint,
-                options.include_landmarks, options.var_names)
+                options.include_landmarks, options.var_names, n_nonfinite=parsed)
 
 
 # ---------------------------------------------------------------------- running blocks
@@ -407,6 +449,8 @@ class PredictResult:
     #: (reading, predicting, writing; not loading the model or planning)
     n_predicted: int = 0
     predict_seconds: float = 0.0
+    #: non-finite input values read as missing (``--nonfinite missing``)
+    n_nonfinite: int = 0
 
     @property
     def rate(self) -> float:
@@ -427,7 +471,8 @@ def prepare_output(plan: Plan, output: Path, fmt: str, *, progress: bool) -> set
             return done
         say(f"{part} is unfinished output of a different input, model or options (or is "
             "damaged); starting over", progress=progress)
-    resume.remove_partial(output)
+    with output_errors(output):
+        resume.remove_partial(output)
     create_matrix_file(
         part, fmt=fmt, gene_table=output_gene_table(plan, fmt),
         sample_ids=plan.source.sample_ids(), sample_columns=output_sample_columns(plan),
@@ -516,7 +561,8 @@ def run_blocks(
     if header is None or header[0] != plan.fingerprint:
         raise GeneinferError(f"{part}: unfinished output missing or not from this run")
     _, offset, shape = header
-    log = resume.ProgressLog(output, rank=rank, fingerprint=plan.fingerprint)
+    with output_errors(part):
+        log = resume.ProgressLog(output, rank=rank, fingerprint=plan.fingerprint)
     pending: deque[Future] = deque()
     failed: list[BaseException] = []
 
@@ -564,12 +610,22 @@ def finish_output(plan: Plan, output: Path, done_before: set[int], *, t0: float,
             f"{resume.partial_path(output)}: blocks {sorted(missing)[:10]} were not written; "
             "rerun the same command to resume"
         )
-    resume.finish(output)
-    if plan.n_imputed:
-        say(f"{plan.n_imputed} missing landmark values imputed from training means",
-            progress=progress)
+    with output_errors(output):
+        resume.finish(output)
+    report_counts(plan, progress=progress)
     now = time.perf_counter()
     n_before = sum(plan.block_range(b)[1] - plan.block_range(b)[0] for b in done_before)
     return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
                          plan.inputs.n_absent, len(done_before), now - t0,
-                         plan.n_samples - n_before, now - t_predict)
+                         n_predicted=plan.n_samples - n_before,
+                         predict_seconds=now - t_predict, n_nonfinite=plan.n_nonfinite)
+
+
+def report_counts(plan: Plan, *, progress: bool) -> None:
+    """Say how many values were imputed or read as missing (warnings: always told)."""
+    if plan.n_nonfinite:
+        warn(f"{plan.n_nonfinite} non-finite values in {plan.source.source} read as missing "
+             "(--nonfinite missing)", progress=progress)
+    if plan.n_imputed:
+        warn(f"{plan.n_imputed} missing landmark values imputed from training means",
+             progress=progress)

@@ -24,9 +24,11 @@ Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) ranks synchronise with
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import sys
 import time
 import traceback
@@ -53,6 +55,7 @@ from geneinfer.predict.plan import (
     progress_bar,
     run_blocks,
 )
+from geneinfer.utils.libc import libc_function
 
 _POLL_S = 0.5
 
@@ -111,20 +114,41 @@ def _limit_threads(n: int) -> None:
         threadpool_limits(n)
 
 
+#: prctl(2) option: the signal this process gets when the thread that started it dies
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this (worker) process when its parent dies, even by ``kill -9``.
+
+    Worker processes write into the shared output; left running after their parent is gone
+    they would be orphans nobody waits for. Linux ``prctl(PR_SET_PDEATHSIG)`` does it; the
+    parent may have died before this call, so that is checked after it.
+    """
+    prctl = libc_function("prctl", ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
+                          ctypes.c_ulong, ctypes.c_ulong)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _worker_main(spec: dict[str, Any], rank: int, blocks: list[int], errors: Any) -> None:
+    die_with_parent(spec["parent"])
     try:
         _limit_threads(spec["threads"])
-        with open_blocks(spec["input"]) as source:
+        with open_blocks(spec["input"], nonfinite=spec["options"].nonfinite) as source:
             plan = make_plan(spec["pred"], source, spec["options"])
             if plan.fingerprint != spec["fingerprint"]:
                 raise GeneinferError("worker sees a different input or model than the parent")
+            parsed = plan.n_nonfinite  # the parent counts a text input's once
             run_blocks(plan, spec["output"], spec["options"].fmt, blocks, rank=rank)
-            errors.put((rank, None, plan.n_imputed))
+            errors.put((rank, None, plan.n_imputed, plan.n_nonfinite - parsed))
     except GeneinferError as exc:
-        errors.put((rank, str(exc), 0))
+        errors.put((rank, str(exc), 0, 0))
         raise SystemExit(2) from None
     except BaseException:
-        errors.put((rank, traceback.format_exc(limit=5), 0))
+        errors.put((rank, traceback.format_exc(limit=5), 0, 0))
         raise SystemExit(1) from None
 
 
@@ -149,6 +173,7 @@ def run_workers(
         "options": options,
         "fingerprint": plan.fingerprint,
         "threads": threads or max(1, (os.cpu_count() or 1) // workers),
+        "parent": os.getpid(),
     }
     try:
         pickle.dumps(spec)
@@ -189,11 +214,12 @@ def run_workers(
                              "rerun the same command to resume")
 
 
-def _collect(item: tuple[int, str | None, int], messages: list[str], plan: Any) -> None:
-    rank, message, n_imputed = item
+def _collect(item: tuple[int, str | None, int, int], messages: list[str], plan: Any) -> None:
+    rank, message, n_imputed, n_nonfinite = item
     if message:
         messages.append(f"worker {rank}: {message.strip().splitlines()[-1]}")
     plan.n_imputed += n_imputed
+    plan.n_nonfinite += n_nonfinite
 
 
 def _update_bar(bar: Any, plan: Plan, output: Path) -> None:
@@ -253,7 +279,7 @@ def run_torchrun(
     pred = as_predictor(model)
     sync = _Sync()
     try:
-        with open_blocks(input_path) as source:
+        with open_blocks(input_path, nonfinite=options.nonfinite) as source:
             plan = make_plan(pred, source, options, progress=progress and lead)
             done_before: set[int] = set()
             if lead:

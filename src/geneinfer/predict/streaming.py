@@ -14,6 +14,7 @@ contiguous range of blocks (:mod:`geneinfer.predict.sharded`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -35,9 +36,12 @@ from geneinfer.predict.plan import (
     output_values,
     prepare_output,
     progress_bar,
+    report_counts,
     run_blocks,
 )
 from geneinfer.predict.sharded import env_rank_world, run_torchrun, run_workers, thread_limit
+from geneinfer.utils.files import output_errors
+from geneinfer.utils.locks import exclusive_lock
 
 #: in-memory outputs (GCT/TSV/CSV) larger than this must go to GCTX/h5ad instead
 MAX_MEMORY_OUTPUT_BYTES = 2 * 1024**3
@@ -89,11 +93,17 @@ def predict_file(
     output = Path(output_path)
     options = options or PlanOptions(**option_values)
     options.fmt = output_format_of(output, output_format)
+    _check_processes(workers, threads)
     rank, world = env_rank_world()
     if threads is None and world > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         threads = max(1, (os.cpu_count() or 1) // local)
-    with thread_limit(threads):
+    with output_errors(output.parent, what="create the folder"):
+        output.parent.mkdir(parents=True, exist_ok=True)  # for every format (and the lock)
+    # one run per output: rank 0 (or the only process) holds the lock for the whole run
+    lock = exclusive_lock(output, what="predicting into") if rank == 0 \
+        else contextlib.nullcontext()
+    with lock, thread_limit(threads):
         if world > 1 and options.fmt in STREAMED:
             return run_torchrun(model, input_path, output, options, rank=rank, world=world,
                                 progress=progress, t0=t0)
@@ -101,6 +111,15 @@ def predict_file(
             return PredictResult(output, 0, 0)  # small in-memory outputs: rank 0 does all
         return _predict_here(model, input_path, output, options, progress=progress,
                              workers=workers, threads=threads, t0=t0)
+
+
+def _check_processes(workers: int, threads: int | None) -> None:
+    """Whole numbers of at least 1 (``--workers``, ``--threads``), for API callers too."""
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is None and name == "threads":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
 def output_format_of(output: Path, requested: str | None) -> str:
@@ -112,7 +131,7 @@ def _predict_here(model: Any, input_path: Any, output: Path, options: PlanOption
                   progress: bool, workers: int, threads: int | None, t0: float
                   ) -> PredictResult:
     pred = as_predictor(model)
-    with open_blocks(input_path) as source:
+    with open_blocks(input_path, nonfinite=options.nonfinite) as source:
         plan = make_plan(pred, source, options, progress=progress)
         if options.fmt not in STREAMED:
             return _predict_to_memory_format(plan, output, options.fmt, progress=progress,
@@ -147,9 +166,11 @@ def _predict_to_memory_format(plan: Plan, output: Path, fmt: str, *, progress: b
     t_predict = time.perf_counter()
     data = plan_predictions(plan, progress=progress)
     write(data, output, format=fmt)
+    report_counts(plan, progress=progress)
     now = time.perf_counter()
     return PredictResult(output, plan.n_samples, len(plan.gene_table), plan.n_imputed,
-                         plan.inputs.n_absent, 0, now - t0, plan.n_samples, now - t_predict)
+                         plan.inputs.n_absent, 0, now - t0, n_predicted=plan.n_samples,
+                         predict_seconds=now - t_predict, n_nonfinite=plan.n_nonfinite)
 
 
 def plan_predictions(plan: Plan, *, progress: bool = False) -> ExpressionData:
@@ -176,6 +197,6 @@ def predict_data(model: Any, data: ExpressionData | str | os.PathLike[str], *,
     exactly as :func:`predict_file` computes them."""
     pred = as_predictor(model)
     options = options or PlanOptions(**option_values)
-    with open_blocks(data) as source:
+    with open_blocks(data, nonfinite=options.nonfinite) as source:
         return plan_predictions(make_plan(pred, source, options, progress=progress),
                                 progress=progress)

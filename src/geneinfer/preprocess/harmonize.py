@@ -82,10 +82,15 @@ class HarmonizeReport:
     scale: ResolvedScale
     conversion: str
     genes: MappingReport
+    #: infinite values the reader turned into missing ones (``nonfinite="missing"``)
+    nonfinite_as_missing: int = 0
 
     def summary(self) -> str:
         conv = "" if self.conversion == "none" else f" -> {self.conversion}"
-        return f"{self.source}: {self.scale.describe()}{conv}; {self.genes.summary()}"
+        nonfinite = (f"; {self.nonfinite_as_missing} non-finite values read as missing"
+                     if self.nonfinite_as_missing else "")
+        return (f"{self.source}: {self.scale.describe()}{conv}; {self.genes.summary()}"
+                f"{nonfinite}")
 
     def to_json(self) -> dict[str, Any]:
         g = self.genes
@@ -93,6 +98,7 @@ class HarmonizeReport:
                 "conversion": self.conversion, "gene_ids": g.source_kind, "via": g.via,
                 "n_input_genes": g.n_input, "n_genes": g.n_output,
                 "n_unmapped": g.n_unmapped, "n_merged": g.n_merged,
+                "nonfinite_as_missing": self.nonfinite_as_missing,
                 "summary": self.summary()}
 
 
@@ -253,6 +259,41 @@ def to_log2(data: ExpressionData, *, scale: str | None = None) -> ExpressionData
 
 # ---------------------------------------------------------------------------- model inputs
 MISSING_POLICIES = ("error", "impute")
+#: Largest share of a model's landmarks that may be imputed (filled with training means)
+#: unless the caller raises it: beyond this, predictions mostly repeat the training means.
+MAX_IMPUTE_FRACTION = 0.1
+
+
+class TooManyAbsentError(MissingGenesError):
+    """More of a model's landmarks are absent than may be imputed."""
+
+    def __init__(self, missing: list[str], *, n_landmarks: int, limit: float,
+                 source: str | None) -> None:
+        super().__init__(missing, what="landmark genes of the model", source=source)
+        share = len(missing) / max(n_landmarks, 1)
+        where = f" in {source}" if source else ""
+        self.args = (
+            f"{len(missing)} of {n_landmarks} landmark genes of the model are missing{where} "
+            f"({share:.1%}), more than the {limit:.0%} that may be imputed from training means "
+            "(predictions would mostly repeat them); give data with the landmarks, or force "
+            f"it with --max-impute {_ceil_share(share)} (max_impute_fraction=)",)
+
+
+def _ceil_share(share: float) -> str:
+    """The smallest two-decimal share at least ``share`` (what to pass to force it)."""
+    return f"{min(1.0, np.ceil(share * 100) / 100):.2f}".rstrip("0").rstrip(".")
+
+
+def check_imputable(n_absent: int, landmark_ids: Sequence[str], absent: Sequence[str], *,
+                    max_fraction: float = MAX_IMPUTE_FRACTION,
+                    source: str | None = None) -> None:
+    """Refuse to impute more than ``max_fraction`` of a model's landmarks
+    (:class:`TooManyAbsentError` says how many and how to force it)."""
+    if not 0.0 <= max_fraction <= 1.0:
+        raise GeneinferError(f"max_impute_fraction must be between 0 and 1, got {max_fraction}")
+    if n_absent > max_fraction * len(landmark_ids):
+        raise TooManyAbsentError(list(absent), n_landmarks=len(landmark_ids),
+                                 limit=max_fraction, source=source)
 
 
 @dataclass
@@ -293,8 +334,11 @@ class LandmarkInputs:
         landmark_symbols: Sequence[str] | None = None,
         means: np.ndarray | None = None,
         missing: str = "error",
+        max_impute_fraction: float = MAX_IMPUTE_FRACTION,
     ) -> LandmarkInputs:
-        """Find the landmarks; absent ones are an error unless ``missing="impute"``."""
+        """Find the landmarks; absent ones are an error unless ``missing="impute"``, and
+        more than ``max_impute_fraction`` of them absent is an error even then (every
+        prediction path plans its inputs here, so every path applies the limit)."""
         if missing not in MISSING_POLICIES:
             raise GeneinferError(f"missing landmarks must be 'error' or 'impute', not "
                                  f"{missing!r}")
@@ -309,6 +353,10 @@ class LandmarkInputs:
                                     source=harmonizer.source)
         if missing == "impute" and means is None:
             raise GeneinferError("this model has no training means; cannot impute landmarks")
+        if missing == "impute":
+            check_imputable(match.n_missing, landmark_ids,
+                            list(np.asarray(landmark_ids)[~match.present]),
+                            max_fraction=max_impute_fraction, source=harmonizer.source)
         outputs = match.columns()
         return cls(harmonizer, match, harmonizer.input_columns(outputs), outputs,
                    None if means is None else np.asarray(means, dtype=np.float32), missing,
@@ -325,6 +373,8 @@ class LandmarkInputs:
         values = self.harmonizer.transform(raw, outputs=self.outputs, columns=self.read_cols,
                                            sample_ids=sample_ids)
         X = self.match.place(values)
+        if np.isinf(X).any():  # readers refuse them; data handed over in memory may not
+            self._inf_error(X, sample_ids, where)
         bad = np.isnan(X)
         bad[:, ~self.match.present] = False  # absent landmarks were accepted up front
         if bad.any() and self.missing == "error":
@@ -332,6 +382,13 @@ class LandmarkInputs:
         if self.missing == "impute":
             X = np.where(np.isnan(X), self.means[None, :], X).astype(np.float32)
         return X, int(bad.sum())
+
+    def _inf_error(self, X: np.ndarray, sample_ids: Sequence[str], where: str) -> None:
+        r, c = (int(i) for i in np.argwhere(np.isinf(X))[0])
+        raise InputFormatError(
+            self.harmonizer.source,
+            f"infinite landmark value of {sample_ids[r]} / {self.landmark_names[c]}",
+            where=where or None, expected="finite values (NaN marks a missing one)")
 
     def _nan_error(self, bad: np.ndarray, sample_ids: Sequence[str], where: str) -> None:
         rows, cols = np.nonzero(bad)

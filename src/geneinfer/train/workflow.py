@@ -36,7 +36,7 @@ from geneinfer.evaluate.metrics import gene_scores, grouped_gene_scores
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import Panel, get_panel
 from geneinfer.genes.matching import PanelMatch, match_genes, match_panel
-from geneinfer.io import read
+from geneinfer.io import NonFinite, finite_data, read
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.models.registry import make_model, param_names
 from geneinfer.preprocess import HarmonizeReport, ProfilePreprocessor, harmonize, remove_duplicates
@@ -78,15 +78,23 @@ def load_input(
     scale: str | None = None,
     annotation: Any = None,
     data_dir: str | os.PathLike[str] | None = None,
+    nonfinite: str = "error",
 ) -> tuple[ExpressionData, HarmonizeReport]:
-    """One input (a file or data) harmonised: log2 with canonical gene ids, and the report."""
+    """One input (a file or data) harmonised: log2 with canonical gene ids, and the report.
+
+    ``nonfinite`` is the readers' policy for infinite values (``"error"`` or ``"missing"``);
+    data given in memory is held to it too (models cannot fit infinite values).
+    """
+    counter = NonFinite(nonfinite)
     if isinstance(src, ExpressionData):
-        data = src
+        data = finite_data(src, counter)
     else:
         if not Path(src).exists():
             raise GeneinferError(f"{os.fspath(src)}: no such file")
-        data = read(src)
-    return harmonize(data, scale=scale, annotation=annotation, data_dir=data_dir)
+        data = read(src, nonfinite=counter)
+    harmonized, report = harmonize(data, scale=scale, annotation=annotation, data_dir=data_dir)
+    report.nonfinite_as_missing = counter.count
+    return harmonized, report
 
 
 def load_training_data(
@@ -96,6 +104,7 @@ def load_training_data(
     annotation: Any = None,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    nonfinite: str = "error",
 ) -> tuple[ExpressionData, list[str], list[HarmonizeReport]]:
     """Read and harmonise ``sources`` and stack them (genes shared by all kept).
 
@@ -107,7 +116,8 @@ def load_training_data(
         raise ConfigError("no training data given")
     parts, names, reports = [], [], []
     for src in _progress(items, progress and len(items) > 1, "reading"):
-        part, report = load_input(src, scale=scale, annotation=annotation, data_dir=data_dir)
+        part, report = load_input(src, scale=scale, annotation=annotation, data_dir=data_dir,
+                                  nonfinite=nonfinite)
         name = _source_name(src)
         if "dataset" not in part.samples:
             samples = part.samples.copy()
@@ -282,9 +292,11 @@ def _validation_data(
     scale: str | None,
     annotation: Any,
     data_dir: str | os.PathLike[str] | None,
+    nonfinite: str = "error",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Landmark and target matrices of a validation input (absent genes imputed / NaN)."""
-    vdata, _ = load_input(valid, scale=scale, annotation=annotation, data_dir=data_dir)
+    vdata, _ = load_input(valid, scale=scale, annotation=annotation, data_dir=data_dir,
+                          nonfinite=nonfinite)
     lm = match_genes(landmarks, vdata.gene_ids)
     if not lm.present.any():
         raise MissingGenesError(lm.missing, what="landmark genes", source=vdata.source)
@@ -330,6 +342,7 @@ def train_model(
     device: str = "auto",
     checkpoint_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    nonfinite: str = "error",
 ) -> InferenceModel:
     """Train a landmark -> target model on expression files or data.
 
@@ -382,6 +395,9 @@ def train_model(
         Where torch models keep checkpoints so an interrupted run resumes.
     progress
         Show progress bars.
+    nonfinite
+        Infinite values in the inputs: ``"error"`` refuses them naming the cell,
+        ``"missing"`` reads them as missing (counted in each input's report).
 
     Returns
     -------
@@ -392,7 +408,7 @@ def train_model(
     params = _parse_params(name, params)
     data, names, reports = load_training_data(train_files_or_data, scale=scale,
                                               annotation=annotation, data_dir=data_dir,
-                                              progress=progress)
+                                              progress=progress, nonfinite=nonfinite)
     match = resolve_panel(panel, data, data_dir=data_dir)
     _log_panel(match)
     data, targets, nan_report = drop_incomplete(data, match.landmarks, match.targets)
@@ -425,7 +441,7 @@ def train_model(
                 name, *X.shape, len(targets), rule)
     if rule == "file":
         fitted = _fit_with_file(est, maker, X, Y, study_groups, valid, scale=scale,
-                                annotation=annotation, data_dir=data_dir)
+                                annotation=annotation, data_dir=data_dir, nonfinite=nonfinite)
     elif rule == "out-of-group":
         fitted = _fit_out_of_group(est, maker, X, Y, study_groups, progress=progress)
     elif rule == "group-holdout":
@@ -580,14 +596,15 @@ def _fit_holdout(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray, *,
 
 def _fit_with_file(est: Any, maker: _BundleMaker, X: np.ndarray, Y: np.ndarray,
                    groups: TrainingGroups, valid: Source, *, scale: str | None,
-                   annotation: Any, data_dir: str | os.PathLike[str] | None) -> _Fitted:
+                   annotation: Any, data_dir: str | os.PathLike[str] | None,
+                   nonfinite: str = "error") -> _Fitted:
     """A validation file: iterative models stop early on it; every model is scored on it."""
     if len(X) < MIN_TRAIN_SAMPLES:
         raise GeneinferError(f"{len(X)} training samples are too few (need {MIN_TRAIN_SAMPLES})")
     means = np.nanmean(X, axis=0).astype(np.float32)
     X_va, Y_va = _validation_data(valid, landmarks=maker.landmarks, targets=maker.targets,
                                   landmark_means=means, scale=scale, annotation=annotation,
-                                  data_dir=data_dir)
+                                  data_dir=data_dir, nonfinite=nonfinite)
     iterative = not getattr(est, "cheap_refit", True)
     labels = groups.labels if groups.study_aware else None
     pre, means, used = maker.fit(est, X, Y, groups=labels, X_valid=X_va if iterative else None,
