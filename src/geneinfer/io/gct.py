@@ -53,6 +53,9 @@ from geneinfer.scales import stated_scale
 from geneinfer.utils.files import atomic_path
 
 _CHUNK_ROWS = 2000
+#: values parsed at once: a wide file (GTEx: 17,382 samples) gets fewer rows per chunk, so
+#: the parser's text and number buffers stay around 100 MB whatever the width
+_CHUNK_VALUES = 10_000_000
 
 
 @dataclass
@@ -180,7 +183,7 @@ def _body_chunks(
     *,
     sample_pos: Sequence[int] | None = None,
     with_meta: bool = True,
-    chunk_rows: int = _CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> Iterator[tuple[list[str], dict[str, list[str]], np.ndarray]]:
     """The data rows, parsed and checked, in chunks: ``(gene ids, row metadata texts,
     values)`` with ``values`` genes x selected samples, float32.
@@ -190,6 +193,7 @@ def _body_chunks(
     n_meta = len(hdr.row_meta_names)
     first_data = 1 + n_meta
     pos = list(range(hdr.n_samples)) if sample_pos is None else list(sample_pos)
+    chunk_rows = chunk_rows or max(64, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, len(pos))))
     data_cols = [first_data + p for p in pos]
     meta_cols = list(range(1, first_data)) if with_meta else []
     usecols: list[int] | None = [0, *meta_cols, *data_cols]
