@@ -45,6 +45,8 @@ from geneinfer.idkinds import detect_id_kind
 log = logging.getLogger(__name__)
 
 _BLOCK_ROWS = 2048  # rows aggregated at once: bounds float64 temporaries on big compendia
+#: ... and at most this many values (wide inputs such as ARCHS4's 67k genes get fewer rows)
+_BLOCK_VALUES = 16_000_000
 _SHOWN_UNMAPPED = 1000  # ids kept in a report (the count is always exact)
 #: an annotation the user names must know at least this share of the data's probe ids: a
 #: wrong platform's table still shares a few control probes (AFFX-...) with the data
@@ -187,16 +189,17 @@ def aggregate_columns(values: np.ndarray, codes: np.ndarray, n_groups: int, *,
     member = sp.csr_matrix((np.ones(len(used)), (codes[used], used)),
                            shape=(n_groups, len(codes)))
     out = np.full((values.shape[0], n_groups), np.nan, dtype=np.float32)
-    for start in range(0, values.shape[0], _BLOCK_ROWS):
+    step = max(16, min(_BLOCK_ROWS, _BLOCK_VALUES // max(1, len(codes))))
+    for start in range(0, values.shape[0], step):
         # columns x rows, C-contiguous float64: what the CSR x dense kernel reads fastest
-        block = np.ascontiguousarray(values[start:start + _BLOCK_ROWS].T, dtype=np.float64)
+        block = np.ascontiguousarray(values[start:start + step].T, dtype=np.float64)
         missing = np.isnan(block)
         block[missing] = 0.0
         sums = member @ block
         counts = member @ (~missing).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             res = sums / counts if how == "mean" else np.where(counts > 0, sums, np.nan)
-        out[start:start + _BLOCK_ROWS] = res.T
+        out[start:start + step] = res.T
     return out
 
 
