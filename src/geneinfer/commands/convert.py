@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from geneinfer import io
-from geneinfer.errors import GeneinferError
+from geneinfer.errors import ConfigError, GeneinferError
 from geneinfer.expression import ExpressionData
-from geneinfer.scales import resolve_scale
+from geneinfer.genes import annotate_genes
+from geneinfer.preprocess import harmonize
+from geneinfer.scales import CONVERTIBLE, resolve_scale
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +31,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--platform",
         metavar="GPLxxx",
         help="platform to take from a GEO SOFT file with several platforms",
+    )
+    parser.add_argument(
+        "--annotation",
+        metavar="FILE|GPLxxx",
+        help="probe annotation (GEO platform table, Affymetrix CSV, GSEA .chip, two "
+        "columns probe -> symbol/Entrez, or a platform cached by `geneinfer data fetch "
+        "geo_platform`): the output carries each probe's Entrez id and symbol "
+        "(pr_gene_id, pr_gene_symbol)",
+    )
+    parser.add_argument(
+        "--to-genes",
+        action="store_true",
+        help="write what training reads: log2 values with one column per Entrez gene "
+        "(probes of a gene averaged, counts as log2 CPM)",
+    )
+    parser.add_argument(
+        "--scale", choices=CONVERTIBLE, default=None,
+        help="with --to-genes: scale of the input values when the file does not say it",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="data folder of public gene tables (for --to-genes and --annotation)",
     )
     parser.add_argument(
         "--orientation",
@@ -62,6 +86,16 @@ def run(args: argparse.Namespace) -> int:
     if args.orientation and in_fmt in ("tsv", "csv"):
         read_opts["orientation"] = args.orientation
     data = io.read(args.input, format=in_fmt, **read_opts)
+    if args.scale and not args.to_genes:
+        raise ConfigError("--scale applies with --to-genes only (the values are otherwise "
+                          "written as read)")
+    if args.to_genes:
+        data, report = harmonize(data, scale=args.scale, annotation=args.annotation,
+                                 data_dir=args.data_dir)
+        print(f"geneinfer: {report.summary()}")
+    elif args.annotation:
+        data, genes = annotate_genes(data, annotation=args.annotation, data_dir=args.data_dir)
+        print(f"geneinfer: {genes.summary()}")
     write_opts: dict[str, object] = {}
     if args.orientation and out_fmt in ("tsv", "csv"):
         write_opts["orientation"] = args.orientation

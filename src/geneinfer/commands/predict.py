@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from geneinfer.calibration import CalibratedModel, centering_shift, fit_offset_calibrator
+from geneinfer.commands.options import add_platform_arguments, annotation_option
 from geneinfer.errors import ConfigError
 from geneinfer.io import WRITABLE, read
 from geneinfer.models.bundle import InferenceModel
@@ -64,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: $GENEINFER_DATA_DIR")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar or messages")
+    add_platform_arguments(parser, soft=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size, batch_size=args.batch_size,
         missing_landmarks=args.missing_landmarks, min_r=args.min_r,
         with_reliability=args.with_reliability, scale=args.scale, data_dir=args.data_dir,
+        annotation=annotation_option(args),
     )
     result = predict_file(model, args.input, args.output, options=options,
                           output_format=args.output_format, progress=args.progress,

@@ -9,11 +9,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from geneinfer.errors import ConfigError
+from geneinfer.commands.options import (
+    add_archs4_arguments,
+    add_platform_arguments,
+    annotation_option,
+    archs4_selection,
+)
+from geneinfer.errors import ConfigError, DataUnavailableError
 from geneinfer.models.bundle import check_model_path
 from geneinfer.models.registry import MODEL_NAMES
+from geneinfer.public_data import locate_registered_file
 from geneinfer.scales import CONVERTIBLE
-from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION, train_model
+from geneinfer.train.landmarks import panel_measured_in
+from geneinfer.train.outofcore import OUT_OF_CORE, TrainingInput, memory_budget, train_inputs
+from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +92,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out, removed after a successful run)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    add_platform_arguments(parser)
+    parser.add_argument(
+        "--landmarks-from", metavar="FILE",
+        help="train on the panel's landmarks that FILE measures (e.g. a study on an older "
+        "array); the others become targets. FILE is harmonised like a training file, with "
+        "--landmarks-annotation if its probes need one",
+    )
+    parser.add_argument(
+        "--landmarks-annotation", metavar="FILE|GPLxxx",
+        help="probe annotation of the --landmarks-from file (default: its own, or the "
+        "platform it names when cached)",
+    )
+    big = parser.add_argument_group(
+        "large training sets",
+        "Above --memory-limit the training data are streamed from disk in blocks (models: "
+        + ", ".join(OUT_OF_CORE) + ").",
+    )
+    big.add_argument(
+        "--memory-limit", metavar="SIZE", default=None,
+        help="memory the training may use, e.g. 8G, 500M or 50%% (default: 50%% of this "
+        "machine's memory); larger training data are trained out of core",
+    )
+    big.add_argument("--out-of-core", action="store_true",
+                     help="stream the training data even when they would fit in memory")
+    big.add_argument("--sample-attributes", metavar="FILE",
+                     help="sample attribute table joined to the training samples (first "
+                     "column = sample id), e.g. GTEx's SampleAttributesDS.txt: its SMTSD "
+                     "tissue becomes each sample's group")
+    a4 = parser.add_argument_group(
+        "ARCHS4 files",
+        "Which samples of an ARCHS4 .h5 file to train on (filters of different kinds "
+        "combine with AND). By default every bulk sample (singlecellprobability < 0.5).",
+    )
+    add_archs4_arguments(a4)
+
+
+def training_paths(paths: list[str], data_dir: Any) -> list[str]:
+    """``--train`` files; a name that is no file but a registered download (its file name,
+    e.g. human_gene_v2.latest.h5, or source name) is found in the data folder or cache."""
+    out = []
+    for path in paths:
+        if Path(path).exists():
+            out.append(path)
+            continue
+        found = locate_registered_file(Path(path).name, data_dir=data_dir)
+        if found is None:
+            out.append(path)  # reported as missing when read
+        elif found[1] is None:
+            raise DataUnavailableError(
+                f"{path}: no such file, and data source {found[0]!r} is not in the data "
+                f"folder or cache: run `geneinfer data fetch {found[0]}` first")
+        else:
+            out.append(str(found[1]))
+    return out
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -106,17 +169,31 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     check_model_path(args.out)
     params = parse_params(args.param)
+    annotation = annotation_option(args)
+    budget = memory_budget(args.memory_limit)
+    selection = archs4_selection(args)
+    inputs = [TrainingInput(p, selection=selection, soft_platform=args.platform)
+              for p in training_paths(args.train, args.data_dir)]
+    panel: Any = args.panel
+    if args.landmarks_from:
+        panel = panel_measured_in(args.panel, args.landmarks_from,
+                                  annotation=args.landmarks_annotation, scale=None,
+                                  data_dir=args.data_dir)
     # Torch models checkpoint here so an interrupted run resumes when the same command is
     # rerun (checkpoints are fingerprinted by data and settings, so stale ones are ignored).
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else _default_checkpoints(args.out)
-    model = train_model(
-        args.train,
+    model = train_inputs(
+        inputs,
+        memory_limit=budget,
+        out_of_core=True if args.out_of_core else None,
+        sample_attributes=args.sample_attributes,
         model=args.model,
-        panel=args.panel,
+        panel=panel,
         valid=args.valid,
         valid_fraction=args.valid_fraction,
         params=params,
         scale=args.scale,
+        annotation=annotation,
         data_dir=args.data_dir,
         dedup=not args.no_dedup,
         quantile=not args.no_quantile,
@@ -173,6 +250,12 @@ def format_summary(model: Any, path: Any = None) -> str:
         f"samples      {info.get('n_train_samples')} train, {info.get('n_valid_samples')} "
         f"valid ({info.get('validation')}){dd}"
     )
+    ooc = info.get("out_of_core")
+    if ooc:
+        rates = ", ".join(f"{name} {p['profiles_per_s']:,.0f} profiles/s"
+                          for name, p in ooc.get("passes", {}).items() if p.get("profiles_per_s"))
+        lines.append(f"out of core  {ooc['blocks']} blocks of up to {ooc['block_rows']} "
+                     f"profiles in {ooc['seconds']:.0f} s" + (f" ({rates})" if rates else ""))
     lines.append(
         f"validation   MAE {_fmt(info.get('valid_mae'))} log2 "
         f"({_fmt(info.get('valid_mae_std'))} standardized), "

@@ -463,6 +463,30 @@ def map_genes(
     return mapping.to_data(data, how=mode), mapping.report
 
 
+def annotate_genes(
+    data: ExpressionData,
+    *,
+    annotation: Annotation,
+    data_dir: str | os.PathLike[str] | None = None,
+    missing: str = "-666",
+) -> tuple[ExpressionData, MappingReport]:
+    """``data`` with each column's Entrez id and symbol as CMap-style gene metadata
+    (``pr_gene_id``, ``pr_gene_symbol``; ``missing`` where there is none, e.g. probes of
+    several genes), values and columns unchanged: a converted file then carries its genes."""
+    mapping = plan_gene_mapping(data.gene_ids, data.genes, data.gene_id_kind,
+                                annotation=annotation, data_dir=data_dir, source=data.source)
+    ok = mapping.codes >= 0
+    entrez = np.full(len(ok), missing, dtype=object)
+    symbol = np.full(len(ok), missing, dtype=object)
+    entrez[ok] = mapping.gene_ids[mapping.codes[ok]]
+    sym = mapping.genes["symbol"].to_numpy(dtype=object)[mapping.codes[ok]]
+    symbol[ok] = [s if s else missing for s in sym]
+    genes = data.genes.drop(columns=[c for c in ("pr_gene_id", "pr_gene_symbol", "entrez",
+                                                 "symbol") if c in data.genes])
+    genes["pr_gene_symbol"], genes["pr_gene_id"] = symbol, entrez
+    return data.replace(genes=genes), mapping.report
+
+
 def collapse_probes(
     data: ExpressionData, *, annotation: Annotation = None, return_report: bool = False
 ) -> ExpressionData | tuple[ExpressionData, MappingReport]:

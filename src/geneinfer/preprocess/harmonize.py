@@ -273,6 +273,11 @@ def to_log2(data: ExpressionData, *, scale: str | None = None) -> ExpressionData
 
 # ---------------------------------------------------------------------------- model inputs
 MISSING_POLICIES = ("error", "impute")
+#: what to do about landmarks an input lacks (an older or other platform)
+MISSING_LANDMARKS_HINT = (
+    "train a model on the landmarks this input measures (geneinfer train --landmarks-from "
+    "THIS_FILE ...) or fill them from the training means (--missing-landmarks impute)"
+)
 
 
 @dataclass
@@ -326,7 +331,7 @@ class LandmarkInputs:
             raise MissingGenesError(list(np.asarray(landmark_ids)[absent]),
                                     names=list(np.asarray(names)[absent]),
                                     what="landmark genes of the model",
-                                    source=harmonizer.source)
+                                    source=harmonizer.source, hint=MISSING_LANDMARKS_HINT)
         if missing == "impute" and means is None:
             raise GeneinferError("this model has no training means; cannot impute landmarks")
         outputs = match.columns()
