@@ -253,15 +253,20 @@ def train_inputs(
             _say(f"training out of core ({why})")
         return train_streamed(items, memory_limit=budget, sample_attributes=sample_attributes,
                               progress=progress, **options)
-    sources: list[Any] = []
-    for inp in items:
-        if inp.plain and sample_attributes is None:
-            sources.append(inp.path)
-            continue
-        with inp.open(sample_attributes) as reader:
-            sources.append(reader.block(0, reader.n_samples))
     options.pop("reference_samples", None)
-    return train_model(sources, progress=progress, **options)
+    return train_model(_in_memory_sources(items, sample_attributes), progress=progress,
+                       **options)
+
+
+def _in_memory_sources(items: list[TrainingInput], sample_attributes: Any) -> list[Any]:
+    """Paths :func:`~geneinfer.io.read` reads as they are; the others (a selection, a
+    platform, attributes) read here with their options."""
+    if sample_attributes is None and all(inp.plain for inp in items):
+        return [inp.path for inp in items]
+    with contextlib.ExitStack() as stack:
+        readers = _open_all(items, sample_attributes, stack)
+        return [inp.path if inp.plain and not isinstance(r, AttributedBlocks)
+                else r.block(0, r.n_samples) for inp, r in zip(items, readers)]
 
 
 # ====================================================================== the plan
