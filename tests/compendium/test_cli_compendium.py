@@ -43,7 +43,7 @@ def test_fetch_then_train_on_the_archs4_file_and_predict(data_dir, tmp_path, cap
         assert "counts (stated) -> log2(CPM + 1)" in info["inputs"][0]["summary"]
     assert "out of core  1 blocks" in summary and "statistics" in summary
     # the series are the groups: one is held out whole ("GSE3,GSE4": 10 samples)
-    assert models["streamed"].info["validation"] == "held-out 1 whole groups, 10 samples"
+    assert models["streamed"].info["validation"] == "held-out whole group, 10 samples"
     assert models["memory"].landmark_ids == models["streamed"].landmark_ids
     pred = tmp_path / "pred.gctx"
     assert main(["predict", "--model", str(tmp_path / "streamed"), "--input",
@@ -77,7 +77,7 @@ def test_gtex_tissues_are_groups_in_and_out_of_core(shared, data_dir, tmp_path, 
                "--out-of-core", "--memory-limit", "1G", "--no-dedup"])
     assert rc == 0
     model = InferenceModel.load(out)
-    assert model.info["validation"].startswith("held-out 1 whole groups")  # a tissue
+    assert model.info["validation"].startswith("held-out whole group")  # a tissue
     assert model.info["inputs"][0]["scale"] == "linear"  # TPM: log2(max(x, 1))
     assert model.info["inputs"][0]["gene_ids"] == "ensembl"  # versioned ids
     pred = tmp_path / "gtex-pred.gct"
@@ -90,3 +90,15 @@ def test_gtex_tissues_are_groups_in_and_out_of_core(shared, data_dir, tmp_path, 
                str(data_dir), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "lists none of the samples" in err and not (tmp_path / "bad").exists()
+
+
+def test_memory_limit_too_small_for_a_block_is_one_line(data_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    for limit, message in (("300M", "--memory-limit 300.0 MB is too small for one block of "),
+                           ("lots", "--memory-limit 'lots': expected a size such as 8G")):
+        rc = main(["train", "--train", str(data_dir / "rnaseq" / "human_gene_v2.latest.h5"),
+                   "--out-of-core", "--memory-limit", limit, "--out", str(out), "--data-dir",
+                   str(data_dir), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+        assert not out.exists() and not (tmp_path / ".model.checkpoints").exists()

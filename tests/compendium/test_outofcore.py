@@ -102,7 +102,7 @@ def test_validation_by_sample_index_holds_out_whole_series(shared, split_files):
     model = train_streamed([train], model="ols", panel="dgex", data_dir=shared,
                            progress=False, memory_limit="1G")
     info = model.info
-    assert info["validation"] == "held-out 1 whole groups, 15 samples"
+    assert info["validation"] == "held-out whole group, 15 samples"
     assert info["n_train_samples"] == 45 and info["n_valid_samples"] == 15
     assert info["valid_r_median"] > 0.5
 

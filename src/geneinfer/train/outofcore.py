@@ -368,7 +368,8 @@ def _valid_split(groups: np.ndarray, n_names: int, n_valid: int, seed: int
                 held.append(int(g))
                 total += size
         if held:
-            return np.isin(groups, held), f"held-out {len(held)} whole groups, {total} samples"
+            what = "whole group" if len(held) == 1 else f"{len(held)} whole groups"
+            return np.isin(groups, held), f"held-out {what}, {total} samples"
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, n_valid, replace=False)] = True
     return mask, f"held-out {n_valid} random training samples"
@@ -912,7 +913,9 @@ def train_streamed(
                  f"{len(plan.landmarks)} landmarks -> {len(plan.targets)} targets; "
                  f"{len(plan.blocks)} blocks of up to {plan.block_rows} profiles; "
                  f"validation: {plan.valid_desc}")
-        folder = Path(checkpoint_dir) / "outofcore" if checkpoint_dir else None
+        # under torchrun every rank makes the same passes; rank 0 alone keeps their state
+        keep = checkpoint_dir and int(os.environ.get("RANK", "0") or 0) == 0
+        folder = Path(checkpoint_dir) / "outofcore" if keep else None
         ckpt = _Checkpoint(folder, plan.fingerprint, len(plan.landmarks), len(plan.targets))
         passes: dict[str, Any] = {}
         refs = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 
 from geneinfer.utils.libc import libc_function
 
@@ -93,11 +94,10 @@ def parse_size(text: str | int | float, *, total: int | None = None) -> int:
             if not 0 < share <= 100:
                 raise ValueError(f"{text!r}: a share of memory must be in (0, 100] %")
             return int(total * share / 100)
-        number = raw.rstrip("KMGTIB")
-        unit = raw[len(number):]
-        if unit not in _SIZE_UNITS or not number:
+        m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([A-Z]*)", raw)
+        if m is None or m.group(2) not in _SIZE_UNITS:
             raise ValueError(f"{text!r}: expected a size such as 8G, 512M or 50%")
-        value = float(number) * _SIZE_UNITS[unit]
+        value = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
     if not value > 0:
         raise ValueError(f"{text!r}: a size must be positive")
     return int(value)
