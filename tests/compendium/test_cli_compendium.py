@@ -12,6 +12,7 @@ from compendium_data import TISSUES, gtex_ids, write_archs4, write_gtex
 from geneinfer import io as gio
 from geneinfer.cli import main
 from geneinfer.models.bundle import InferenceModel
+from geneinfer.public_data import get_source
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,13 @@ def test_memory_limit_too_small_for_a_block_is_one_line(data_dir, tmp_path, caps
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
         assert not out.exists() and not (tmp_path / ".model.checkpoints").exists()
+
+
+def test_registry_has_full_platform_tables_and_gtex_attributes():
+    gpl = get_source("geo_platform").resolve("GPL570")
+    assert gpl.url == ("https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc=GPL570&targ=self"
+                       "&form=text&view=full")
+    assert gpl.filename == "GPL570.soft" and "genes/GPL570.soft" in gpl.local_paths
+    attrs = get_source("gtex_sample_attributes").resolve()
+    assert attrs.url == ("https://storage.googleapis.com/adult-gtex/annotations/v8/"
+                         "metadata-files/GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt")

@@ -16,7 +16,7 @@ from geneinfer.io import blocks as io_blocks
 from geneinfer.io.archs4 import write_archs4 as write_layout
 from geneinfer.models.nn.modules import build_module
 from geneinfer.models.nn.trainer import TrainConfig, Trainer
-from geneinfer.preprocess import harmonize
+from geneinfer.preprocess import QuantileNormalizer, Standardizer, harmonize
 from geneinfer.train import blocks as train_blocks
 from geneinfer.train import outofcore
 from geneinfer.train.blocks import StreamedSource, prefetch
@@ -295,3 +295,21 @@ def test_selection_reaches_both_paths(shared, tmp_path):
     ooc = train_inputs([inp], out_of_core=True, memory_limit="1G", **common)
     n = mem.info["n_train_samples"] + mem.info["n_valid_samples"]
     assert n == ooc.info["n_train_samples"] + ooc.info["n_valid_samples"] == 56
+
+
+def test_block_wise_fits_equal_whole_fits_on_real_arrays(bladder):
+    X = bladder.astype(np.float32)
+    X[3, 10] = np.nan  # a missing value is ignored alike
+    q_whole, s_whole = QuantileNormalizer().fit(X), Standardizer().fit(X)
+    q, s = QuantileNormalizer(), Standardizer()
+    for start in range(0, len(X), 13):
+        q.partial_fit(X[start:start + 13])
+        s.partial_fit(X[start:start + 13])
+        # a checkpoint taken here continues to the same result
+        q = QuantileNormalizer.from_accumulator_state(q.accumulator_state())
+        s = Standardizer.from_accumulator_state(s.accumulator_state())
+    np.testing.assert_allclose(q.reference_, q_whole.reference_, rtol=1e-12)
+    X64 = X.astype(np.float64)  # the exact statistics (fit() sums NaN blocks in float32)
+    np.testing.assert_allclose(s.mean_, np.nanmean(X64, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(s.scale_, np.nanstd(X64, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(s.scale_, s_whole.scale_, rtol=1e-5)

@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -189,7 +189,7 @@ class StreamedSource:
         Samples per chunk (rounded to whole on-disk chunks).
     window_rows
         Rows shuffled together (the shuffle buffer); at most two windows are in memory
-        besides the one being read.
+        besides the one being read (and one chunk's temporaries).
     identity
         Text identifying the data and preprocessing, for the trainer's checkpoint
         fingerprint.
@@ -198,7 +198,7 @@ class StreamedSource:
     def __init__(self, plans: list[InputPlan], usable: np.ndarray, *,
                  transform: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
                  n_in: int, n_out: int, chunk_rows: int, window_rows: int,
-                 identity: str, progress_hook: Callable[[int], Any] | None = None) -> None:
+                 identity: str) -> None:
         self.plans = plans
         self.transform = transform
         self.n_in, self.n_out = int(n_in), int(n_out)
@@ -212,7 +212,6 @@ class StreamedSource:
                 self.chunks.append(block)
                 self.chunk_usable.append(local)
         self.n_rows = int(sum(len(u) for u in self.chunk_usable))
-        self.progress_hook = progress_hook
 
     def __len__(self) -> int:
         return self.n_rows
@@ -258,20 +257,28 @@ class StreamedSource:
 
     # -- reading --------------------------------------------------------------------------
     def load_window(self, window: _Window) -> tuple[np.ndarray, np.ndarray]:
-        """The window's rows, transformed, in its shuffled order."""
-        xs, ys = [], []
+        """The window's rows, transformed, in its shuffled order.
+
+        Each chunk is transformed on its own and its rows are written straight to their
+        shuffled places in one preallocated pair of arrays: the window's memory is those
+        arrays plus one chunk's temporaries (no stacked, transformed and permuted copies).
+        """
+        place = np.empty(window.n_rows, dtype=np.int64)
+        place[window.order] = np.arange(window.n_rows)  # row k of the window goes to place[k]
+        X_out = np.empty((window.n_rows, self.n_in), dtype=np.float32)
+        Y_out = np.empty((window.n_rows, self.n_out), dtype=np.float32)
+        done = 0
         for c in window.chunks:
             block = self.chunks[c]
             X, Y = self.plans[block.source].load(block.start, block.stop)
             local = self.chunk_usable[c] - block.start
-            xs.append(X[local])
-            ys.append(Y[local])
+            x, y = self.transform(X[local], Y[local])
             del X, Y
-        X = np.concatenate(xs) if len(xs) > 1 else xs[0]
-        Y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-        del xs, ys
-        X, Y = self.transform(X, Y)
-        return np.ascontiguousarray(X[window.order]), np.ascontiguousarray(Y[window.order])
+            at = place[done:done + len(local)]
+            X_out[at], Y_out[at] = x, y
+            done += len(local)
+            del x, y
+        return X_out, Y_out
 
     def epoch_batches(self, *, epoch: int, start_step: int, batch_size: int, rank: int = 0,
                       world_size: int = 1, seed: int = 0

@@ -110,6 +110,8 @@ _BYTES_PER_INPUT_VALUE = 20
 _BYTES_PER_OUTPUT_VALUE = 20
 #: fewest samples a block may have
 MIN_BLOCK_ROWS = 16
+#: share of the memory budget for the neural models' shuffle windows (three in flight)
+WINDOW_SHARE = 0.12
 STATE_VERSION = 1
 
 #: model name -> how it trains out of core (the others need every row in memory)
@@ -401,7 +403,7 @@ def _budget_plan(budget: int, *, n_read: int, n_out: int, n_landmarks: int, n_ta
             f"{format_size(need)})"
         )
     rows = min(rows, 65_536)
-    window = int(max(alignment, min(32_768, budget * 0.2 // (3 * per_value))))
+    window = int(max(alignment, min(32_768, budget * WINDOW_SHARE // (3 * per_value))))
     return max(smallest, (rows // alignment) * alignment or rows), n_valid, window
 
 
@@ -780,9 +782,13 @@ def _model_stats(est: Any, stats: _Stats, standardize: bool) -> dict[str, np.nda
 
 
 def _scaled(values: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    out = values - mean.astype(np.float32)
-    out /= scale.astype(np.float32)
-    return out
+    """``(values - mean) / scale`` in place (``values`` is a fresh array); nothing to do
+    for the identity the preprocessor's standardisation leaves."""
+    if not (mean.any() or (scale != 1).any()):
+        return values
+    values -= mean.astype(np.float32)
+    values /= scale.astype(np.float32)
+    return values
 
 
 def _stream_source(plan: _Plan, stats: _Stats, pre: ProfilePreprocessor,
@@ -943,11 +949,12 @@ def train_streamed(
             stats.gram = None
         else:
             ms = _model_stats(est, stats, standardize)
-            Y_fill = np.where(np.isnan(Y_va), stats.raw_targets.mean_[None, :], Y_va)
+            Y_fill = np.where(np.isnan(Y_va), stats.raw_targets.mean_[None, :],
+                              Y_va).astype(np.float32)
+            y_va = _scaled(pre.transform_targets(Y_fill), ms["y_mean"], ms["y_scale"])
+            del Y_fill
             val = BatchSource(_scaled(pre.transform_landmarks(X_va), ms["x_mean"],
-                                      ms["x_scale"]),
-                              _scaled(pre.transform_targets(Y_fill), ms["y_mean"],
-                                      ms["y_scale"]))
+                                      ms["x_scale"]), y_va)
             source = _stream_source(plan, stats, pre, ms, plan.fingerprint)
             est.fit_stream(source, val, **ms)
         passes["fit"] = {"seconds": time.monotonic() - t_fit}
