@@ -218,3 +218,15 @@ def test_study_source_takes_an_annotation(shared, platform, tmp_path):
     raw["data"]["sources"][0]["annotation"] = "missing.csv"
     with pytest.raises(ConfigError, match=r"neither a GEO platform \(GPLnnn\) nor a file"):
         parse_config(raw, base_dir=files["chip"].parent, data_dir=shared)
+
+
+def test_platform_picks_a_soft_platform_and_its_own_table(shared, tmp_path):
+    soft = shared / "geo" / "GSE781_family.soft.gz"
+    out = _train(["--train", str(soft), "--platform", "GPL97", "--data-dir", str(shared),
+                  "--panel", "l1000"], tmp_path, "gpl97")
+    model = InferenceModel.load(out)
+    inputs = model.info["inputs"][0]
+    # HG-U133B: the GPL97 table inside the SOFT file maps the probes (nothing to fetch)
+    assert inputs["via"] == "its 'ENTREZ_GENE_ID' column"
+    assert inputs["n_input_genes"] == 22645  # HG-U133B's probes, not HG-U133A's 22,283
+    assert model.info["n_train_samples"] + model.info["n_valid_samples"] == 17

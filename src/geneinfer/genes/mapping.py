@@ -243,7 +243,7 @@ def plan_gene_mapping(
     kind = kind if kind != "unknown" else detect_id_kind(gene_ids)
     if to not in KINDS:
         raise ConfigError(f"cannot map gene ids to {to!r}; kinds are {', '.join(KINDS)}")
-    if kind == to and annotation is None:
+    if kind == to and (annotation is None or is_platform_name(annotation)):
         return GeneMapping.identity(gene_ids, genes, kind)
     found = _targets(gene_ids, genes, kind, to, annotation=annotation,
                      id_map=_IdMaps(id_map, known, data_dir), source=source, platform=platform)
@@ -277,13 +277,18 @@ class _IdMaps:
 def _targets(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, *,
              annotation: Annotation, id_map: _IdMaps, source: str | None,
              platform: str | None = None) -> _Found:
-    if annotation is not None:
+    own = find_column(genes, to)
+    # a platform name (--platform GPLxxx) names what a file's own annotation columns already
+    # are (a SOFT platform table is that platform's table), and says nothing about inputs
+    # that are not probes; an annotation file or table always applies
+    named = is_platform_name(annotation)
+    if annotation is not None and not (named and (own is not None or kind not in
+                                                  ("probe", "unknown"))):
         if kind not in ("probe", "unknown"):
             raise ConfigError(f"{source or 'the input'} has {kind} gene ids; a probe "
                               "annotation applies to probe ids only")
         return _from_annotation(gene_ids, annotation, id_map=id_map, source=source,
                                 given=True)
-    own = find_column(genes, to)
     if own is not None:
         return _from_column(gene_ids, genes[own], to, f"its '{own}' column")
     if kind == "probe" and to == "entrez":
