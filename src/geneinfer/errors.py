@@ -56,12 +56,13 @@ class MissingGenesError(GeneinferError):
     """Genes required by a panel or model are absent from the input."""
 
     def __init__(self, missing: list[str], *, what: str, source: str | None = None,
-                 names: list[str] | None = None) -> None:
+                 names: list[str] | None = None, hint: str | None = None) -> None:
         self.missing = list(missing)
         shown = ", ".join((names or self.missing)[:20])
         more = f" and {len(self.missing) - 20} more" if len(self.missing) > 20 else ""
         src = f" in {source}" if source else ""
-        super().__init__(f"{len(self.missing)} {what} missing{src}: {shown}{more}")
+        tail = f"; {hint}" if hint else ""
+        super().__init__(f"{len(self.missing)} {what} missing{src}: {shown}{more}{tail}")
 
 
 class DataUnavailableError(GeneinferError):

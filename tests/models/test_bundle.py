@@ -254,7 +254,8 @@ def test_missing_landmarks_error_lists_them(ridge_bundle):
     data = _data(X[:, 2:], ridge_bundle.landmark_ids[2:])
     with pytest.raises(
         MissingGenesError,
-        match=r"2 landmark genes of the model missing in query\.gct: 1000 \(LM0\), 1001 \(LM1\)$",
+        match=r"2 landmark genes of the model missing in query\.gct: 1000 \(LM0\), 1001 \(LM1\); "
+        r"train a model on the landmarks this input measures \(geneinfer train --landmarks-from",
     ):
         ridge_bundle.predict(data)
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 
 from geneinfer.calibration import CalibratedModel, centering_shift, fit_offset_calibrator
-from geneinfer.commands.options import add_nonfinite, correlation, fraction, positive_int
+from geneinfer.commands.options import (
+    add_nonfinite,
+    add_platform_arguments,
+    annotation_option,
+    correlation,
+    fraction,
+    positive_int,
+)
 from geneinfer.errors import ConfigError
 from geneinfer.io import WRITABLE, read
 from geneinfer.models.bundle import InferenceModel
@@ -52,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-r", type=correlation, default=None, metavar="R",
                         help="keep only genes whose validation correlation is at least R "
                              "(LINCS-style 'best inferred genes')")
-    parser.add_argument("--reliable-r", type=float, default=None, metavar="R",
+    parser.add_argument("--reliable-r", type=correlation, default=None, metavar="R",
                         help="pr_is_reliable marks genes whose validation r is at least R "
                              "(default: --min-r, else 0.3)")
     parser.add_argument("--with-reliability", action="store_true",
@@ -81,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="data folder of public gene tables (Ensembl ids, symbols); "
                              "default: $GENEINFER_DATA_DIR")
+    add_platform_arguments(parser, soft=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         missing_landmarks=args.missing_landmarks, min_r=args.min_r,
         reliable_r=args.reliable_r, with_reliability=args.with_reliability,
         include_landmarks=args.include_landmarks, var_names=args.var_names,
-        scale=args.scale, data_dir=args.data_dir,
+        scale=args.scale, data_dir=args.data_dir, annotation=annotation_option(args),
         max_impute=args.max_impute, nonfinite=args.nonfinite,
     )
     result = predict_file(model, args.input, args.output, options=options,

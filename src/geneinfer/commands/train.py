@@ -10,12 +10,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from geneinfer.commands.options import add_nonfinite, open_fraction
-from geneinfer.errors import ConfigError, GeneinferError
+from geneinfer.commands.options import (
+    add_archs4_arguments,
+    add_nonfinite,
+    add_platform_arguments,
+    annotation_option,
+    archs4_selection,
+    open_fraction,
+)
+from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError
 from geneinfer.models.bundle import MODEL_JSON, check_model_path, read_model_doc
 from geneinfer.models.registry import MODEL_NAMES
+from geneinfer.public_data import locate_registered_file
 from geneinfer.scales import CONVERTIBLE
-from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION, train_model
+from geneinfer.train.landmarks import panel_measured_in
+from geneinfer.train.outofcore import OUT_OF_CORE, TrainingInput, memory_budget, train_inputs
+from geneinfer.train.workflow import DEFAULT_MODEL, VALID_FRACTION
 from geneinfer.utils.files import output_errors, remove_stale_temps
 from geneinfer.utils.locks import exclusive_lock
 
@@ -106,6 +116,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out, removed after a successful run)",
     )
     add_nonfinite(parser)
+    add_platform_arguments(parser)
+    parser.add_argument(
+        "--landmarks-from", metavar="FILE",
+        help="train on the panel's landmarks that FILE measures (e.g. a study on an older "
+        "array); the others become targets. FILE is harmonised like a training file, with "
+        "--landmarks-annotation if its probes need one",
+    )
+    parser.add_argument(
+        "--landmarks-annotation", metavar="FILE|GPLxxx",
+        help="probe annotation of the --landmarks-from file (default: its own, or the "
+        "platform it names when cached)",
+    )
+    big = parser.add_argument_group(
+        "large training sets",
+        "Above --memory-limit the training data are streamed from disk in blocks (models: "
+        + ", ".join(OUT_OF_CORE) + ").",
+    )
+    big.add_argument(
+        "--memory-limit", metavar="SIZE", default=None,
+        help="memory the training may use, e.g. 8G, 500M or 50%% (default: 50%% of this "
+        "machine's memory); larger training data are trained out of core",
+    )
+    big.add_argument("--out-of-core", action="store_true",
+                     help="stream the training data even when they would fit in memory")
+    big.add_argument("--sample-attributes", metavar="FILE",
+                     help="sample attribute table joined to the training samples (first "
+                     "column = sample id), e.g. GTEx's SampleAttributesDS.txt: its SMTSD "
+                     "tissue becomes each sample's group")
+    a4 = parser.add_argument_group(
+        "ARCHS4 files",
+        "Which samples of an ARCHS4 .h5 file to train on (filters of different kinds "
+        "combine with AND). By default every bulk sample (singlecellprobability < 0.5).",
+    )
+    add_archs4_arguments(a4)
+
+
+def training_paths(paths: list[str], data_dir: Any) -> list[str]:
+    """``--train`` files; a name that is no file but a registered download (its file name,
+    e.g. human_gene_v2.latest.h5, or source name) is found in the data folder or cache."""
+    out = []
+    for path in paths:
+        if Path(path).exists():
+            out.append(path)
+            continue
+        found = locate_registered_file(Path(path).name, data_dir=data_dir)
+        if found is None:
+            out.append(path)  # reported as missing when read
+        elif found[1] is None:
+            raise DataUnavailableError(
+                f"{path}: no such file, and data source {found[0]!r} is not in the data "
+                f"folder or cache: run `geneinfer data fetch {found[0]}` first")
+        else:
+            out.append(str(found[1]))
+    return out
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
@@ -143,19 +207,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, params: dict[str, Any], fingerprint: str) -> int:
+    annotation = annotation_option(args)
+    budget = memory_budget(args.memory_limit)
+    selection = archs4_selection(args)
+    inputs = [TrainingInput(p, selection=selection, soft_platform=args.platform)
+              for p in training_paths(args.train, args.data_dir)]
+    panel: Any = args.panel
+    if args.landmarks_from:
+        panel = panel_measured_in(args.panel, args.landmarks_from,
+                                  annotation=args.landmarks_annotation, scale=None,
+                                  data_dir=args.data_dir)
     # Torch models checkpoint here so an interrupted run resumes when the same command is
     # rerun (checkpoints are fingerprinted by data and settings, so stale ones are ignored).
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else _default_checkpoints(args.out)
-    model = train_model(
-        args.train,
+    model = train_inputs(
+        inputs,
+        memory_limit=budget,
+        out_of_core=True if args.out_of_core else None,
+        sample_attributes=args.sample_attributes,
         model=args.model,
-        panel=args.panel,
+        panel=panel,
         valid=args.valid,
         valid_fraction=args.valid_fraction,
         groups=args.groups,
         refit={"auto": "auto", "yes": True, "no": False}[args.refit],
         params=params,
         scale=args.scale,
+        annotation=annotation,
         data_dir=args.data_dir,
         dedup=not args.no_dedup,
         quantile=not args.no_quantile,
@@ -179,14 +257,21 @@ def fit_fingerprint(args: argparse.Namespace, params: dict[str, Any]) -> str:
     """What identifies a fit: every training input (path, size, modification time) and
     every setting that changes the model. A rerun of the same command has the same one."""
     files = [*args.train, *([args.valid] if args.valid else [])]
-    if Path(args.panel).is_file():
-        files.append(args.panel)
+    files += [f for f in (args.panel, args.annotation, args.landmarks_from,
+                          args.landmarks_annotation, args.sample_attributes, args.select_samples)
+              if f and Path(f).is_file()]
     settings = {
         "inputs": [_file_identity(f) for f in files],
         "model": args.model, "panel": args.panel, "params": sorted(params.items()),
         "valid": args.valid, "valid_fraction": args.valid_fraction, "scale": args.scale,
         "data_dir": args.data_dir, "device": args.device, "dedup": not args.no_dedup,
         "quantile": not args.no_quantile, "nonfinite": args.nonfinite,
+        "groups": args.groups, "refit": args.refit, "annotation": args.annotation,
+        "platform": args.platform, "landmarks_from": args.landmarks_from,
+        "landmarks_annotation": args.landmarks_annotation,
+        "sample_attributes": args.sample_attributes, "out_of_core": args.out_of_core,
+        "select": [args.select_series, args.select_search, args.select_samples,
+                   args.include_single_cell],
     }
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -260,6 +345,12 @@ def format_summary(model: Any, path: Any = None) -> str:
     )
     lines.append(f"selection    {_selection_text(model)}")
     lines.append(f"scored on    {info.get('n_valid_samples')} profiles: {info.get('validation')}")
+    ooc = info.get("out_of_core")
+    if ooc:
+        rates = ", ".join(f"{name} {p['profiles_per_s']:,.0f} profiles/s"
+                          for name, p in ooc.get("passes", {}).items() if p.get("profiles_per_s"))
+        lines.append(f"out of core  {ooc['blocks']} blocks of up to {ooc['block_rows']} "
+                     f"profiles in {ooc['seconds']:.0f} s" + (f" ({rates})" if rates else ""))
     lines.append(
         f"validation   MAE {_fmt(info.get('valid_mae'))} log2 "
         f"({_fmt(info.get('valid_mae_std'))} standardized), "

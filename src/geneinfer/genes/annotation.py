@@ -117,7 +117,7 @@ CLEANERS = {
 }
 
 
-def _looks_like(values: pd.Series, kind: str) -> bool:
+def looks_like(values: pd.Series, kind: str) -> bool:
     """Whether most non-missing values of a column are ids of ``kind``."""
     vals = values.dropna().astype(str).str.strip()
     vals = vals[~vals.str.lower().isin(MISSING_ID_TEXTS)]
@@ -142,7 +142,7 @@ def find_column(meta: pd.DataFrame, kind: str) -> str | None:
     by_norm = {normalise_name(c): c for c in meta.columns}
     for alias in aliases:
         col = by_norm.get(alias)
-        if col is not None and _looks_like(meta[col], kind):
+        if col is not None and looks_like(meta[col], kind):
             return col
     return None
 

@@ -6,9 +6,12 @@ becomes, and :class:`GeneMapping` then combines the columns of any block of samp
 decision, in order:
 
 1. the ids already are of the target kind: each column is its own gene;
-2. an explicit probe annotation (``annotation=``, e.g. ``"GPL570"`` or a table) for probes;
+2. an explicit probe annotation for probes (``annotation=``: a platform such as ``"GPL570"``,
+   an annotation file, or a table);
 3. the input's own target-kind column (``pr_gene_id``, ``ENTREZ_GENE_ID``, ...);
-4. probes without one: the platform annotation (GPL96, HG-U133A, by default);
+4. probes without one: the annotation of the platform the file names (``platform=``, e.g. a
+   series matrix's ``!Sample_platform_id``) when it is in the data folder or cache, else
+   GPL96 (HG-U133A);
 5. Ensembl ids and symbols: a :class:`~geneinfer.genes.ids.GeneIdMap`
    (:func:`~geneinfer.genes.ids.load_id_map`).
 
@@ -31,13 +34,23 @@ from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.genes.annotation import CLEANERS, KINDS, annotate, clean_entrez, find_column
 from geneinfer.genes.ids import GeneIdMap, has_ensembl, load_id_map
-from geneinfer.genes.probes import load_probe_annotation
+from geneinfer.genes.probes import (
+    is_platform_name,
+    load_probe_annotation,
+    platform_annotation_path,
+    read_platform_annotation,
+)
 from geneinfer.idkinds import detect_id_kind
 
 log = logging.getLogger(__name__)
 
 _BLOCK_ROWS = 2048  # rows aggregated at once: bounds float64 temporaries on big compendia
+#: ... and at most this many values (wide inputs such as ARCHS4's 67k genes get fewer rows)
+_BLOCK_VALUES = 16_000_000
 _SHOWN_UNMAPPED = 1000  # ids kept in a report (the count is always exact)
+#: an annotation the user names must know at least this share of the data's probe ids: a
+#: wrong platform's table still shares a few control probes (AFFX-...) with the data
+MIN_ANNOTATED_SHARE = 0.5
 
 Annotation = pd.DataFrame | str | os.PathLike | None
 
@@ -176,16 +189,17 @@ def aggregate_columns(values: np.ndarray, codes: np.ndarray, n_groups: int, *,
     member = sp.csr_matrix((np.ones(len(used)), (codes[used], used)),
                            shape=(n_groups, len(codes)))
     out = np.full((values.shape[0], n_groups), np.nan, dtype=np.float32)
-    for start in range(0, values.shape[0], _BLOCK_ROWS):
+    step = max(16, min(_BLOCK_ROWS, _BLOCK_VALUES // max(1, len(codes))))
+    for start in range(0, values.shape[0], step):
         # columns x rows, C-contiguous float64: what the CSR x dense kernel reads fastest
-        block = np.ascontiguousarray(values[start:start + _BLOCK_ROWS].T, dtype=np.float64)
+        block = np.ascontiguousarray(values[start:start + step].T, dtype=np.float64)
         missing = np.isnan(block)
         block[missing] = 0.0
         sums = member @ block
         counts = member @ (~missing).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             res = sums / counts if how == "mean" else np.where(counts > 0, sums, np.nan)
-        out[start:start + _BLOCK_ROWS] = res.T
+        out[start:start + step] = res.T
     return out
 
 
@@ -201,15 +215,21 @@ def plan_gene_mapping(
     known: GeneIdMap | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     source: str | None = None,
+    platform: str | None = None,
 ) -> GeneMapping:
     """How the input's genes (ids, metadata, id kind) become ``to`` genes.
 
     Parameters
     ----------
     annotation
-        Probe annotation for probe ids: a platform (``"GPL96"``), a table indexed by probe
-        id with an ``entrez`` column (and ``symbol``), or None (the input's own Entrez
-        column, else GPL96).
+        Probe annotation for probe ids: a platform (``"GPL96"``), an annotation file (any
+        layout :func:`~geneinfer.genes.probes.read_platform_annotation` reads), a table
+        indexed by probe id with an ``entrez`` column (and ``symbol``), or None (the
+        input's own Entrez column, else the ``platform``'s annotation when cached, else
+        GPL96).
+    platform
+        The platform the input names (GEO ``platform_id``), used for probes without an
+        Entrez column when its annotation is in the data folder or cache.
     id_map
         For Ensembl ids and symbols; default :func:`~geneinfer.genes.ids.load_id_map`
         (``data_dir`` is passed on).
@@ -223,10 +243,10 @@ def plan_gene_mapping(
     kind = kind if kind != "unknown" else detect_id_kind(gene_ids)
     if to not in KINDS:
         raise ConfigError(f"cannot map gene ids to {to!r}; kinds are {', '.join(KINDS)}")
-    if kind == to and annotation is None:
+    if kind == to and (annotation is None or is_platform_name(annotation)):
         return GeneMapping.identity(gene_ids, genes, kind)
     found = _targets(gene_ids, genes, kind, to, annotation=annotation,
-                     id_map=_IdMaps(id_map, known, data_dir), source=source)
+                     id_map=_IdMaps(id_map, known, data_dir), source=source, platform=platform)
     return _build(gene_ids, genes, kind, to, found, source)
 
 
@@ -255,17 +275,25 @@ class _IdMaps:
 
 
 def _targets(gene_ids: pd.Index, genes: pd.DataFrame, kind: str, to: str, *,
-             annotation: Annotation, id_map: _IdMaps, source: str | None) -> _Found:
-    if annotation is not None:
+             annotation: Annotation, id_map: _IdMaps, source: str | None,
+             platform: str | None = None) -> _Found:
+    own = find_column(genes, to)
+    # a platform name (--platform GPLxxx) names what a file's own annotation columns already
+    # are (a SOFT platform table is that platform's table), and says nothing about inputs
+    # that are not probes; an annotation file or table always applies
+    named = is_platform_name(annotation)
+    if annotation is not None and not (named and (own is not None or kind not in
+                                                  ("probe", "unknown"))):
         if kind not in ("probe", "unknown"):
             raise ConfigError(f"{source or 'the input'} has {kind} gene ids; a probe "
                               "annotation applies to probe ids only")
-        return _from_annotation(gene_ids, annotation, data_dir=id_map.data_dir, source=source)
-    own = find_column(genes, to)
+        return _from_annotation(gene_ids, annotation, id_map=id_map, source=source,
+                                given=True)
     if own is not None:
         return _from_column(gene_ids, genes[own], to, f"its '{own}' column")
     if kind == "probe" and to == "entrez":
-        return _from_annotation(gene_ids, "GPL96", data_dir=id_map.data_dir, source=source)
+        return _from_annotation(gene_ids, _default_platform(platform, id_map.data_dir),
+                                id_map=id_map, source=source)
     if kind in KINDS:
         return _from_id_map(gene_ids, kind, to, id_map=id_map, source=source)
     for other in ("symbol", "ensembl"):  # unknown ids with a recognised id column
@@ -294,27 +322,66 @@ def _from_column(gene_ids: pd.Index, column: pd.Series, to: str, via: str) -> _F
     return _Found(target, via, pd.Series(status, index=gene_ids))
 
 
-def _from_annotation(gene_ids: pd.Index, annotation: Annotation, *,
-                     data_dir: str | os.PathLike[str] | None, source: str | None) -> _Found:
+def _default_platform(platform: str | None, data_dir: str | os.PathLike[str] | None) -> str:
+    """The platform a file names when its annotation is local, else GPL96."""
+    if platform and is_platform_name(platform):
+        acc = platform.strip().upper()
+        if platform_annotation_path(acc, data_dir=data_dir) is not None:
+            return acc
+        if acc != "GPL96":
+            log.warning("no annotation of platform %s in the data folder or cache (geneinfer "
+                        "data fetch geo_platform --accession %s); trying GPL96", acc, acc)
+    return "GPL96"
+
+
+def _annotation_table(annotation: Annotation, id_map: _IdMaps) -> tuple[pd.DataFrame, str]:
+    """(probe table with ``entrez``/``ambiguous``, how to name it) of any annotation."""
     if isinstance(annotation, pd.DataFrame):
-        ann, via = annotation.copy(), "the given annotation"
+        ann = annotation.copy()
         if "entrez" not in ann:
             raise GeneinferError("a probe annotation needs an 'entrez' column "
                                  "(index = probe ids)")
         if "ambiguous" not in ann:
             ent, amb = clean_entrez(ann["entrez"])
             ann["entrez"], ann["ambiguous"] = ent.to_numpy(), amb.to_numpy()
-    else:
-        ann = load_probe_annotation(str(annotation), data_dir=data_dir)
-        via = f"the {annotation} annotation"
+        return ann, "the given annotation"
+    if is_platform_name(annotation):
+        acc = str(annotation).strip().upper()
+        return load_probe_annotation(acc, data_dir=id_map.data_dir), f"the {acc} annotation"
+    path = os.fspath(annotation)  # type: ignore[arg-type]
+    if not os.path.isfile(path):
+        raise ConfigError(f"annotation {path!r} is neither a file nor a GEO platform "
+                          "(GPLnnn)")
+    return _file_annotation(path, id_map), f"annotation {path}"
+
+
+def _file_annotation(path: str, id_map: _IdMaps) -> pd.DataFrame:
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, str(id_map.data_dir))
+    if key not in _FILE_ANNOTATIONS:
+        def symbols(texts: pd.Series) -> pd.Series:
+            return id_map.get().lookup(texts, src="symbol", dst="entrez")
+
+        _FILE_ANNOTATIONS.clear()  # keep one: annotation tables are large
+        _FILE_ANNOTATIONS[key] = read_platform_annotation(path, symbols_to_entrez=symbols)
+    return _FILE_ANNOTATIONS[key].copy()
+
+
+_FILE_ANNOTATIONS: dict[tuple, pd.DataFrame] = {}
+
+
+def _from_annotation(gene_ids: pd.Index, annotation: Annotation, *, id_map: _IdMaps,
+                     source: str | None, given: bool = False) -> _Found:
+    ann, via = _annotation_table(annotation, id_map)
     aligned = ann.reindex(gene_ids)
-    if aligned["entrez"].notna().sum() == 0:
-        raise GeneinferError(
-            f"none of the {len(gene_ids)} probe ids of {source or 'the input'} is in {via} "
-            f"(e.g. {', '.join(gene_ids[:3])}); give this platform's annotation "
-            "(--annotation FILE or --platform GPLxxx)"
-        )
     annotated = gene_ids.isin(ann.index)
+    n_found, n = int(annotated.sum()), len(gene_ids)
+    if aligned["entrez"].notna().sum() == 0 or (given and n_found < MIN_ANNOTATED_SHARE * n):
+        raise GeneinferError(
+            f"only {n_found} of the {n} probe ids of {source or 'the input'} are in {via} "
+            f"(data: {', '.join(gene_ids[:3])}; annotation: {', '.join(map(str, ann.index[:3]))}"
+            f"); give this platform's annotation (--annotation FILE or --platform GPLxxx)"
+        )
     ambiguous = aligned["ambiguous"].fillna(False).to_numpy(dtype=bool)
     status = np.where(~annotated, "not_annotated", np.where(
         aligned["entrez"].notna(), "ok", np.where(ambiguous, "ambiguous", "no_gene")))
@@ -399,6 +466,30 @@ def map_genes(
                                 source=data.source)
     mode = how or ("sum" if data.scale == "counts" else "mean")
     return mapping.to_data(data, how=mode), mapping.report
+
+
+def annotate_genes(
+    data: ExpressionData,
+    *,
+    annotation: Annotation,
+    data_dir: str | os.PathLike[str] | None = None,
+    missing: str = "-666",
+) -> tuple[ExpressionData, MappingReport]:
+    """``data`` with each column's Entrez id and symbol as CMap-style gene metadata
+    (``pr_gene_id``, ``pr_gene_symbol``; ``missing`` where there is none, e.g. probes of
+    several genes), values and columns unchanged: a converted file then carries its genes."""
+    mapping = plan_gene_mapping(data.gene_ids, data.genes, data.gene_id_kind,
+                                annotation=annotation, data_dir=data_dir, source=data.source)
+    ok = mapping.codes >= 0
+    entrez = np.full(len(ok), missing, dtype=object)
+    symbol = np.full(len(ok), missing, dtype=object)
+    entrez[ok] = mapping.gene_ids[mapping.codes[ok]]
+    sym = mapping.genes["symbol"].to_numpy(dtype=object)[mapping.codes[ok]]
+    symbol[ok] = [s if s else missing for s in sym]
+    genes = data.genes.drop(columns=[c for c in ("pr_gene_id", "pr_gene_symbol", "entrez",
+                                                 "symbol") if c in data.genes])
+    genes["pr_gene_symbol"], genes["pr_gene_id"] = symbol, entrez
+    return data.replace(genes=genes), mapping.report
 
 
 def collapse_probes(

@@ -1,9 +1,11 @@
 """Reading and writing expression files.
 
 Formats: ``gct`` (1.2/1.3, plain or .gz), ``gctx`` (CMap HDF5), ``soft`` (GEO family file,
-read only), ``series-matrix`` (GEO, read only), ``tsv`` / ``csv`` (delimited tables) and
-``h5ad`` (AnnData, optional extra). The format comes from ``format=``, else the file name
-(``.gz`` allowed), else the content.
+read only), ``series-matrix`` (GEO, read only), ``tsv`` / ``csv`` (delimited tables),
+``h5ad`` (AnnData, optional extra) and ``archs4`` (ARCHS4 gene counts ``.h5``, read only).
+The format comes from ``format=``, else the file name (``.gz`` allowed), else the content.
+Any reader's samples can carry a sample attribute table (``sample_attributes=FILE``, e.g.
+GTEx's tissues).
 
 >>> data = read("profiles.gct.gz")                      # doctest: +SKIP
 >>> write(data, "profiles.gctx")                        # doctest: +SKIP
@@ -21,9 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import pandas as pd
+
 from geneinfer.errors import GeneinferError
 from geneinfer.expression import ExpressionData
 from geneinfer.io._common import MISSING_ID_TEXTS, NA_TOKENS, open_text, translate_errors
+from geneinfer.io.archs4 import (
+    Archs4Blocks,
+    Archs4Selection,
+    check_selection,
+    peek_archs4,
+    read_archs4,
+)
+from geneinfer.io.attributes import AttributedBlocks, read_sample_attributes
 from geneinfer.io.blocks import BlockReader, MemoryBlocks, finite_data
 from geneinfer.io.cells import NONFINITE_POLICIES, NonFinite, as_nonfinite
 from geneinfer.io.formats import (
@@ -47,6 +59,7 @@ __all__ = [
     "NONFINITE_POLICIES",
     "STREAMED",
     "WRITABLE",
+    "Archs4Selection",
     "BlockReader",
     "GCTXWriter",
     "NonFinite",
@@ -60,6 +73,7 @@ __all__ = [
     "read",
     "read_gct",
     "read_gctx",
+    "read_sample_attributes",
     "read_series_matrix",
     "read_soft",
     "read_table",
@@ -98,8 +112,15 @@ def read(path, *, format: str | None = None, nonfinite: str | NonFinite | None =
     **opts
         Format options: ``platform`` (SOFT with several platforms: required),
         ``orientation`` and ``sep`` (tsv/csv), ``gene_ids`` / ``sample_ids`` /
-        ``sample_slice`` (gctx subsets), ``sample_ids`` (gct).
+        ``sample_slice`` (gctx subsets), ``sample_ids`` (gct), ``selection`` (archs4: an
+        :class:`Archs4Selection`); any format: ``sample_attributes`` (a table file whose
+        first column is the sample id, or a DataFrame indexed by sample id).
     """
+    attributes = opts.pop("sample_attributes", None)
+    if attributes is not None:
+        data = read(path, format=format, nonfinite=nonfinite, **opts)
+        with _attributed(MemoryBlocks(data, path=path), attributes) as reader:
+            return reader.block(0, reader.n_samples)
     fmt = detect_format(path, format=format)
     nf = as_nonfinite(nonfinite)
     if fmt == "gct":
@@ -120,8 +141,24 @@ def read(path, *, format: str | None = None, nonfinite: str | NonFinite | None =
             path, sep=opts.get("sep") or _TABLE_SEP[fmt], orientation=opts.get("orientation"),
             nonfinite=nf,
         )
+    if fmt == "archs4":
+        _only(fmt, opts, {"selection"})
+        return read_archs4(path, selection=check_selection(opts.get("selection")))
     _only(fmt, opts, set())
     return read_h5ad(path, nonfinite=nf)
+
+
+def _attributed(reader: BlockReader, attributes) -> BlockReader:
+    """``reader`` with a sample attribute table joined (closes ``reader`` on failure)."""
+    try:
+        if isinstance(attributes, pd.DataFrame):
+            table, where = attributes, "the sample attributes"
+        else:
+            table, where = read_sample_attributes(attributes), str(attributes)
+        return AttributedBlocks(reader, table, source=where)
+    except BaseException:
+        reader.close()
+        raise
 
 
 def write(data: ExpressionData, path, *, format: str | None = None, **opts) -> None:
@@ -155,20 +192,28 @@ def open_blocks(source, *, format: str | None = None,
                 nonfinite: str | NonFinite | None = None, **opts) -> BlockReader:
     """Random access to the samples of a file (or of in-memory data), one block at a time.
 
-    GCTX and h5ad slice the on-disk matrix; GCT and TSV/CSV are parsed once into a spool
-    (memory, or a temporary file when large); SOFT and series-matrix files are read whole.
-    Use as a context manager: ``with open_blocks(path) as reader: reader.read(0, 100)``.
+    GCTX, h5ad and ARCHS4 files slice the on-disk matrix; GCT and TSV/CSV are parsed once
+    into a spool (memory, or a temporary file when large); SOFT and series-matrix files are
+    read whole. Use as a context manager: ``with open_blocks(path) as reader:
+    reader.read(0, 100)``.
 
     Parameters
     ----------
     source
         A path, or an :class:`~geneinfer.expression.ExpressionData`.
     format, nonfinite, **opts
-        As for :func:`read` (the reader's :attr:`~BlockReader.nonfinite` counts the values
-        read as missing).
+        As for :func:`read` (``selection`` for ARCHS4 files, ``sample_attributes`` for any;
+        the reader's :attr:`~BlockReader.nonfinite` counts the values read as missing).
     """
-    nf = as_nonfinite(nonfinite)
+    attributes = opts.pop("sample_attributes", None)
+    reader = _open_reader(source, format=format, nonfinite=as_nonfinite(nonfinite), **opts)
+    return reader if attributes is None else _attributed(reader, attributes)
+
+
+def _open_reader(source, *, format: str | None, nonfinite: NonFinite, **opts) -> BlockReader:
+    nf = nonfinite
     if isinstance(source, ExpressionData):
+        _only("in-memory data", opts, set())
         return MemoryBlocks(source, nonfinite=nf)
     fmt = detect_format(source, format=format)
     if fmt == "gctx":
@@ -184,6 +229,9 @@ def open_blocks(source, *, format: str | None = None,
     if fmt == "h5ad":
         _only(fmt, opts, set())
         return H5adBlocks(source, nonfinite=nf)
+    if fmt == "archs4":  # integer counts: nothing can be non-finite
+        _only(fmt, opts, {"selection"})
+        return Archs4Blocks(source, check_selection(opts.get("selection")))
     return MemoryBlocks(read(source, format=fmt, nonfinite=nf, **opts), path=source,
                         nonfinite=nf)
 
@@ -218,5 +266,7 @@ def peek(path, *, format: str | None = None, **opts) -> tuple[int, int, list[str
         )
     if fmt == "h5ad":
         return peek_h5ad(path)
+    if fmt == "archs4":
+        return peek_archs4(path, selection=check_selection(opts.get("selection")))
     data = read(path, format=fmt, **opts)
     return data.n_samples, data.n_genes, list(data.gene_ids)

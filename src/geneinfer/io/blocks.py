@@ -10,7 +10,11 @@ run read only its own samples. Memory stays at about one block:
   :mod:`geneinfer.io.h5ad`);
 * text has no random access, so GCT and TSV/CSV are parsed once, with the same parser as a
   whole-file read, into a float32 *spool* (:class:`Spool`): in memory when small, else a
-  temporary memory-mapped file that is deleted on :meth:`BlockReader.close`;
+  temporary file that is deleted on :meth:`BlockReader.close`. A large GCT (genes in rows,
+  their number known from the header, e.g. GTEx's 56,200 x 17,382 TPM table) is stored
+  transposed, samples x genes, with plain file writes and reads: a block of samples is one
+  contiguous read and the process's memory stays at one parsed chunk plus one block
+  (pages of a memory map would count as resident memory until the kernel drops them);
 * SOFT and series-matrix files are read whole (:class:`MemoryBlocks`), as is data already in
   memory.
 
@@ -32,8 +36,10 @@ from geneinfer.errors import GeneinferError, InputFormatError, MissingGenesError
 from geneinfer.expression import ExpressionData
 from geneinfer.io.cells import NonFinite, as_nonfinite, nonfinite_cells
 
-#: Spools larger than this go to a memory-mapped temporary file instead of RAM.
+#: Spools larger than this go to a temporary file instead of RAM.
 SPOOL_IN_MEMORY_BYTES = 256 * 1024 * 1024
+#: rows gathered before a transposed spool writes them (one write per column per batch)
+_TRANSPOSE_BATCH_BYTES = 64 * 1024 * 1024
 
 
 class BlockReader:
@@ -264,27 +270,52 @@ class Spool:
     """A float32 matrix filled row chunk by row chunk while text is parsed.
 
     ``rows`` is the file's row axis (genes of a GCT, samples or genes of a table). Small
-    spools live in memory; larger ones in a temporary ``.npy`` memory map, deleted by
-    :meth:`close`. The capacity grows when the number of rows is not known in advance.
+    spools live in memory. A large spool whose number of rows is known up front is stored
+    *transposed* in a temporary file (columns x rows, written with ``pwrite`` in batches of
+    rows, read with ``pread``), so that :meth:`read_columns` of a range of columns is one
+    contiguous read and nothing is memory-mapped; a large spool of unknown length goes to a
+    temporary ``.npy`` memory map that grows. Temporary files are deleted by :meth:`close`.
     """
 
     def __init__(self, n_cols: int, *, n_rows: int | None = None) -> None:
         self.n_cols = int(n_cols)
         self.n_rows = 0
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._array = self._new(n_rows if n_rows is not None else 1024)
+        self._fd: int | None = None
+        self._pending: list[np.ndarray] = []
+        self._capacity = n_rows
+        if n_rows is not None and n_rows * self.n_cols * 4 > SPOOL_IN_MEMORY_BYTES:
+            self._array = np.empty((0, self.n_cols), dtype=np.float32)
+            self._open_transposed()
+        else:
+            self._array = self._new(n_rows if n_rows is not None else 1024)
+
+    @property
+    def transposed(self) -> bool:
+        """Stored columns x rows in a temporary file (see the class docstring)."""
+        return self._fd is not None
+
+    def _tempdir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="geneinfer-spool-")
+        return self._tmp.name
+
+    def _open_transposed(self) -> None:
+        name = os.path.join(self._tempdir(), "spool-transposed.f32")
+        self._fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _new(self, capacity: int) -> np.ndarray:
         if capacity * self.n_cols * 4 <= SPOOL_IN_MEMORY_BYTES:
             return np.empty((capacity, self.n_cols), dtype=np.float32)
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="geneinfer-spool-")
-        name = os.path.join(self._tmp.name, f"spool{capacity}.npy")
+        name = os.path.join(self._tempdir(), f"spool{capacity}.npy")
         return np.lib.format.open_memmap(name, mode="w+", dtype=np.float32,
                                          shape=(capacity, self.n_cols))
 
     def append(self, chunk: np.ndarray) -> None:
         """Add rows (``(k, n_cols)``)."""
+        if self.transposed:
+            self._append_transposed(np.asarray(chunk, dtype=np.float32))
+            return
         k = len(chunk)
         if self.n_rows + k > len(self._array):
             grown = self._new(max(2 * len(self._array), self.n_rows + k))
@@ -293,12 +324,59 @@ class Spool:
         self._array[self.n_rows : self.n_rows + k] = chunk
         self.n_rows += k
 
+    def _append_transposed(self, chunk: np.ndarray) -> None:
+        if self.n_rows + len(chunk) + sum(map(len, self._pending)) > (self._capacity or 0):
+            raise GeneinferError(f"spool of {self._capacity} rows got more rows")
+        self._pending.append(chunk)
+        if sum(p.nbytes for p in self._pending) >= _TRANSPOSE_BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending rows: per column one ``pwrite`` of a run of rows."""
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = []
+        cols = np.ascontiguousarray(rows.T)  # (n_cols, k): each column's run is contiguous
+        k, row_bytes = rows.shape[0], 4 * int(self._capacity or 0)
+        for j in range(self.n_cols):
+            os.pwrite(self._fd, memoryview(cols[j]).cast("B"), j * row_bytes + 4 * self.n_rows)
+        self.n_rows += k
+
+    def read_columns(self, start: int, stop: int, cols: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """Columns ``start .. stop`` as rows of a new ``(stop - start, rows)`` float32 array
+        (only ``cols`` of the rows if given)."""
+        if not self.transposed:
+            rows = self.array
+            part = rows[:, start:stop] if cols is None else rows[cols, start:stop]
+            return np.ascontiguousarray(part.T)
+        self._flush()
+        stop = min(stop, self.n_cols)
+        n = int(self._capacity or 0)
+        out = np.empty((max(0, stop - start), n), dtype=np.float32)
+        want, offset = out.nbytes, 4 * n * start
+        got = 0
+        view = memoryview(out).cast("B")
+        while got < want:  # pread may return less than asked
+            k = os.preadv(self._fd, [view[got:]], offset + got)
+            if k <= 0:
+                raise GeneinferError("temporary spool file is shorter than written")
+            got += k
+        return out if cols is None else out[:, cols]
+
     @property
     def array(self) -> np.ndarray:
+        if self.transposed:
+            raise GeneinferError("a transposed spool is read with read_columns()")
         return self._array[: self.n_rows]
 
     def close(self) -> None:
         self._array = np.empty((0, self.n_cols), dtype=np.float32)
+        self._pending = []
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -316,12 +394,10 @@ class SpooledBlocks(BlockReader):
     sample_table: pd.DataFrame
 
     def read(self, start: int, stop: int, cols: np.ndarray | None = None) -> np.ndarray:
-        rows = self.spool.array
-        if self.genes_in_rows:  # genes x samples on disk: gather the block, then transpose
-            part = rows[:, start:stop] if cols is None else rows[cols, start:stop]
-            block = np.ascontiguousarray(part.T)
+        if self.genes_in_rows:  # genes x samples in the file: a block is a range of columns
+            block = self.spool.read_columns(start, stop, cols)
         else:
-            part = rows[start:stop]
+            part = self.spool.array[start:stop]
             block = np.array(part if cols is None else part[:, cols], dtype=np.float32)
         # the parser refused infinite values unless the policy reads them as missing; they
         # are counted here, where they are read

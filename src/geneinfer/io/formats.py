@@ -13,6 +13,7 @@ import h5py
 
 from geneinfer.errors import GeneinferError, InputFormatError
 from geneinfer.io._common import PathLike, check_readable, open_text, translate_errors
+from geneinfer.io.archs4 import is_archs4
 from geneinfer.io.h5probe import probe
 
 
@@ -43,6 +44,8 @@ _TABLE: tuple[Format, ...] = (
     Format("gct", (".gct",), writable=True),
     Format("gctx", (".gctx",), writable=True, streamed=True),
     Format("h5ad", (".h5ad",), writable=True, streamed=True),
+    # ARCHS4 files are plain ".h5": recognised by their layout, never by the name alone
+    Format("archs4", (), writable=False),
     Format("soft", (".soft",), writable=False),
     Format("series-matrix", ("_series_matrix.txt",), writable=False),
     Format("tsv", (".tsv", ".tab"), writable=True),
@@ -83,10 +86,13 @@ def format_from_content(path: PathLike) -> str:
                 return "gctx"
             if "X" in f and "obs" in f and "var" in f:
                 return "h5ad"
+            if is_archs4(f):
+                return "archs4"
         raise InputFormatError(
             path,
             "HDF5 file in an unknown layout",
-            expected="GCTX (/0/DATA/0/matrix) or AnnData (X, obs, var)",
+            expected="GCTX (/0/DATA/0/matrix), AnnData (X, obs, var) or ARCHS4 "
+            "(/data/expression, /meta/genes)",
         )
     with translate_errors(path, what="text file"), open_text(path) as fh:
         first = fh.readline()

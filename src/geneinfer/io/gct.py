@@ -64,6 +64,9 @@ _CHUNK_ROWS = 2000
 _DIGITS = re.compile("[0-9]+")  # ASCII only: str.isdigit would take '²' or Arabic digits
 #: the most text one byte of gzip data can expand to (deflate's limit is about 1,032)
 _GZIP_MAX_RATIO = 1100
+#: values parsed at once: a wide file (GTEx: 17,382 samples) gets fewer rows per chunk, so
+#: the parser's text and number buffers stay around 100 MB whatever the width
+_CHUNK_VALUES = 10_000_000
 
 
 @dataclass
@@ -212,7 +215,7 @@ def _body_chunks(
     sample_pos: Sequence[int] | None = None,
     with_meta: bool = True,
     nonfinite: NonFinite,
-    chunk_rows: int = _CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> Iterator[tuple[list[str], dict[str, list[str]], np.ndarray]]:
     """The data rows, parsed and checked, in chunks: ``(gene ids, row metadata texts,
     values)`` with ``values`` genes x selected samples, float32.
@@ -221,6 +224,8 @@ def _body_chunks(
     """
     _check_declared_size(path, hdr)
     layout = body_layout(path, hdr, sample_pos=sample_pos, with_meta=with_meta)
+    n_cols = hdr.n_samples if sample_pos is None else len(sample_pos)
+    chunk_rows = chunk_rows or max(64, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, n_cols)))
     names = hdr.row_meta_names if with_meta else []
     done = 0
     for chunk in iter_body(path, layout, nonfinite=nonfinite, chunk_rows=chunk_rows):

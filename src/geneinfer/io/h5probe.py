@@ -11,7 +11,8 @@ never entered the loop or the crash. Errors the child meets are left to the real
 reports them precisely.
 
 A file is probed once per (size, modification time). Where ``fork`` does not exist the probe
-is skipped. ``GENEINFER_HDF5_PROBE_SECONDS`` changes the time limit (0 turns the probe off).
+is skipped. ``GENEINFER_HDF5_PROBE_SECONDS`` changes the base time limit (0 turns the probe
+off); the limit grows with the file's size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from geneinfer.errors import InputFormatError
 #: Seconds a structure walk may take (real files: well under a second; large obs/var tables:
 #: a few seconds).
 PROBE_SECONDS = 60.0
+#: and this many more per GiB of file (the text datasets are read whole)
+PROBE_SECONDS_PER_GB = 15.0
 #: elements of a text dataset read at once by the walk
 _SLICE = 1 << 18
 _probed: dict[tuple[str, int, int], None] = {}
@@ -44,6 +47,8 @@ def probe(path: str | os.PathLike[str], *, what: str) -> None:
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if key in _probed:
         return
+    # large files (ARCHS4: ~40 GB with ~1M text rows per metadata field) take longer to walk
+    limit += PROBE_SECONDS_PER_GB * st.st_size / 2**30
     with warnings.catch_warnings():  # (Python 3.12 warns about fork in threaded processes)
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()

@@ -308,8 +308,16 @@ class GramLinearModel(ClassicalModel):
         the block.
         """
         stats = accumulate(blocks, precision=self.precision, progress=progress, total=total)
-        gram = stats.centered()
+        self.fit_gram(stats.centered())
         self._stats = stats
+        return self
+
+    @available_if(lambda self: self._can_partial_fit())
+    def fit_gram(self, gram: CenteredGram) -> GramLinearModel:
+        """Fit from centred statistics accumulated elsewhere (e.g. streamed out of core and
+        rescaled, see :mod:`geneinfer.train.outofcore`); the same solution as
+        :meth:`fit_blocks` on the blocks they came from."""
+        self._stats = None
         self.n_features_in_ = gram.cxx.shape[0]
         self.__dict__.pop("feature_names_in_", None)
         self.single_target_ = False

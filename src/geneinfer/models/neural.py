@@ -379,6 +379,31 @@ class _NeuralRegressor(GeneModel):
         base = self._base_predict(xs)
         return ys + base if base is not None else ys
 
+    # ---- out-of-core training --------------------------------------------------------
+    def fit_stream(self, train: Any, val: BatchSource | None = None, *,
+                   x_mean: np.ndarray, x_scale: np.ndarray, y_mean: np.ndarray,
+                   y_scale: np.ndarray) -> _NeuralRegressor:
+        """Train on a streamed source (data larger than memory, :mod:`geneinfer.train.outofcore`).
+
+        ``train`` serves batches already standardized with ``x_mean``/``x_scale`` and
+        ``y_mean``/``y_scale`` (what :meth:`fit` would compute from the training rows) and
+        reads its own shuffled chunks; ``val`` is an in-memory :class:`BatchSource`. Models
+        that need all rows at once (a landmark order or a base fitted on them, target
+        chunks) refuse.
+        """
+        if self._has_base or type(self)._fit_input_order is not \
+                _NeuralRegressor._fit_input_order:
+            raise ConfigError(f"{type(self).__name__} needs all training rows in memory (it "
+                              "fits a base model or a landmark order on them)")
+        if self.target_chunk_size is not None and int(self.target_chunk_size) < train.n_out:
+            raise ConfigError("target_chunk_size is not supported when training out of core")
+        self.x_mean_, self.x_scale_ = (np.asarray(a, np.float32) for a in (x_mean, x_scale))
+        self.y_mean_, self.y_scale_ = (np.asarray(a, np.float32) for a in (y_mean, y_scale))
+        self.landmark_order_ = np.arange(train.n_in, dtype=np.int64)
+        self.n_features_in_, self.n_targets_ = int(train.n_in), int(train.n_out)
+        self._train_networks(train, val)
+        return self
+
     # ---- pickle-free state ----------------------------------------------------------
     _ARRAYS = ("x_mean_", "x_scale_", "y_mean_", "y_scale_", "landmark_order_")
 

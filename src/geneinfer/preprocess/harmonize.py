@@ -8,7 +8,8 @@ once, from its gene ids and metadata and its first samples:
 1. **scale**: given by the caller, else stated by the file, else detected
    (:func:`geneinfer.scales.resolve_scale`, on the first 1,000 samples);
 2. **genes**: probes, Ensembl ids or symbols -> Entrez ids
-   (:func:`geneinfer.genes.plan_gene_mapping`);
+   (:func:`geneinfer.genes.plan_gene_mapping`; probes of a file that names its GEO platform,
+   such as a series matrix, use that platform's annotation when it is cached);
 
 and then applied to any block of samples (the same numbers whether an input is read whole or
 in blocks):
@@ -131,11 +132,13 @@ class Harmonizer:
         to: str = "entrez",
         map_genes: bool = True,
         source: str | None = None,
+        platform: str | None = None,
     ) -> Harmonizer:
         """Decide the scale (from ``head``: the input's first samples) and the gene mapping.
 
         ``map_genes=False`` keeps the input's genes as they are (scale conversion only);
-        ``known`` are genes the caller knows (a model's genes and symbols), trusted first.
+        ``known`` are genes the caller knows (a model's genes and symbols), trusted first;
+        ``platform`` is the GEO platform the input names (see :func:`named_platform`).
         """
         name = source or "the input data"
         resolved = resolve_scale(head, stated=stated_scale, given=scale, source=name)
@@ -144,7 +147,7 @@ class Harmonizer:
         if map_genes:
             mapping = plan_gene_mapping(gene_ids, genes, gene_id_kind, to=to,
                                         annotation=annotation, id_map=id_map, known=known,
-                                        data_dir=data_dir, source=name)
+                                        data_dir=data_dir, source=name, platform=platform)
         else:
             mapping = GeneMapping.identity(gene_ids, genes, gene_id_kind)
         return cls(resolved, mapping, name)
@@ -153,6 +156,8 @@ class Harmonizer:
     def for_reader(cls, reader: BlockReader, **options: Any) -> Harmonizer:
         """:meth:`plan` for a :class:`~geneinfer.io.BlockReader` (reads its first samples)."""
         head = reader.read(0, min(reader.n_samples, DETECTION_ROWS))
+        if "platform" not in options:
+            options["platform"] = _reader_platform(reader)
         return cls.plan(gene_ids=reader.gene_ids, genes=reader.genes,
                         gene_id_kind=reader.gene_id_kind, head=head, stated_scale=reader.scale,
                         source=reader.source, **options)
@@ -209,6 +214,26 @@ class Harmonizer:
                               gene_id_kind=self.gene_id_kind, source=data.source)
 
 
+#: sample-metadata column in which GEO files (SOFT, series matrix) name their platform
+PLATFORM_COLUMN = "platform_id"
+
+
+def named_platform(samples: Any) -> str | None:
+    """The one GEO platform a sample table names (``platform_id``), else None."""
+    if samples is None or PLATFORM_COLUMN not in getattr(samples, "columns", ()):
+        return None
+    values = {str(v).strip() for v in samples[PLATFORM_COLUMN].dropna()}
+    return values.pop() if len(values) == 1 else None
+
+
+def _reader_platform(reader: BlockReader) -> str | None:
+    for name, get in reader.sample_columns():
+        if name == PLATFORM_COLUMN:
+            values = {str(v).strip() for v in get() if v is not None}
+            return values.pop() if len(values) == 1 else None
+    return None
+
+
 def harmonize(
     data: ExpressionData,
     *,
@@ -218,6 +243,7 @@ def harmonize(
     known: GeneIdMap | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     to: str = "entrez",
+    platform: str | None = None,
 ) -> tuple[ExpressionData, HarmonizeReport]:
     """``data`` on log2 with canonical gene ids, and a report of what was done.
 
@@ -227,8 +253,11 @@ def harmonize(
         The scale of the values, when the file does not say it or says it wrongly;
         default: stated by the file, else detected.
     annotation
-        For probe ids: a platform (``"GPL570"``), a table indexed by probe id, or None (the
-        input's own Entrez column, else GPL96).
+        For probe ids: a platform (``"GPL570"``), an annotation file, a table indexed by
+        probe id, or None (the input's own Entrez column, else the annotation of the
+        platform the data names when cached, else GPL96).
+    platform
+        The data's GEO platform; default: the one its ``platform_id`` column names.
     id_map, data_dir
         Gene tables for Ensembl ids and symbols (:func:`geneinfer.genes.load_id_map`).
     known
@@ -240,6 +269,7 @@ def harmonize(
         gene_ids=data.gene_ids, genes=data.genes, gene_id_kind=data.gene_id_kind,
         head=data.values, stated_scale=data.scale, scale=scale, annotation=annotation,
         id_map=id_map, known=known, data_dir=data_dir, to=to, source=data.source,
+        platform=platform or named_platform(data.samples),
     )
     harmonizer.announce()
     return harmonizer.to_data(data), harmonizer.report
@@ -275,7 +305,8 @@ class TooManyAbsentError(MissingGenesError):
         self.args = (
             f"{len(missing)} of {n_landmarks} landmark genes of the model are missing{where} "
             f"({share:.1%}), more than the {limit:.0%} that may be imputed from training means "
-            "(predictions would mostly repeat them); give data with the landmarks, or force "
+            "(predictions would mostly repeat them); give data with the landmarks, train a "
+            "model on the ones it measures (geneinfer train --landmarks-from), or force "
             f"it with --max-impute {_ceil_share(share)} (max_impute_fraction=)",)
 
 
@@ -294,6 +325,13 @@ def check_imputable(n_absent: int, landmark_ids: Sequence[str], absent: Sequence
     if n_absent > max_fraction * len(landmark_ids):
         raise TooManyAbsentError(list(absent), n_landmarks=len(landmark_ids),
                                  limit=max_fraction, source=source)
+
+
+#: what to do about landmarks an input lacks (an older or other platform)
+MISSING_LANDMARKS_HINT = (
+    "train a model on the landmarks this input measures (geneinfer train --landmarks-from "
+    "THIS_FILE ...) or fill them from the training means (--missing-landmarks impute)"
+)
 
 
 @dataclass
@@ -350,7 +388,7 @@ class LandmarkInputs:
             raise MissingGenesError(list(np.asarray(landmark_ids)[absent]),
                                     names=list(np.asarray(names)[absent]),
                                     what="landmark genes of the model",
-                                    source=harmonizer.source)
+                                    source=harmonizer.source, hint=MISSING_LANDMARKS_HINT)
         if missing == "impute" and means is None:
             raise GeneinferError("this model has no training means; cannot impute landmarks")
         if missing == "impute":

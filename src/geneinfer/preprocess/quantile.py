@@ -16,7 +16,8 @@ Conventions
   value gets the reference median). Training samples with NaN contribute their observed
   sorted values interpolated onto the full-length grid.
 * Large inputs are processed in blocks of rows (bounded memory), with a progress bar beyond
-  20,000 samples.
+  20,000 samples. Data that does not fit in memory at all is fitted block by block with
+  :meth:`QuantileNormalizer.partial_fit` (the same reference as one ``fit`` on all rows).
 """
 
 from __future__ import annotations
@@ -135,6 +136,43 @@ class QuantileNormalizer(TransformerMixin, BaseEstimator):
         self.reference_ = quantile_reference(X)
         self.n_features_in_ = X.shape[1]
         return self
+
+    def partial_fit(self, X: np.ndarray, y: object = None) -> QuantileNormalizer:
+        """Add a block of training rows to the reference (the mean of sorted rows over all
+        blocks so far: equal to :meth:`fit` on the stacked blocks)."""
+        X = _as_2d(X, "partial_fit")
+        if getattr(self, "_ref_sum", None) is None:
+            if X.shape[1] == 0:
+                raise GeneinferError(f"quantile normalization: cannot fit on shape {X.shape}")
+            self._ref_sum, self._ref_count = np.zeros(X.shape[1]), 0
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise GeneinferError(f"quantile normalization: block has {X.shape[1]} genes, "
+                                 f"earlier blocks {self.n_features_in_}")
+        for rows in _blocks(X.shape, False, "quantile reference"):
+            grid_vals = _sorted_on_grid(X[rows], X.shape[1])
+            ok = ~np.isnan(grid_vals[:, 0])
+            self._ref_sum += grid_vals[ok].sum(axis=0, dtype=np.float64)
+            self._ref_count += int(ok.sum())
+        if self._ref_count:
+            self.reference_ = self._ref_sum / self._ref_count
+        return self
+
+    def accumulator_state(self) -> dict[str, np.ndarray]:
+        """The running sums of :meth:`partial_fit` (to checkpoint a long fit)."""
+        return {"sum": np.asarray(getattr(self, "_ref_sum", np.zeros(0))),
+                "count": np.asarray(getattr(self, "_ref_count", 0))}
+
+    @classmethod
+    def from_accumulator_state(cls, arrays: dict[str, np.ndarray]) -> QuantileNormalizer:
+        """Continue a :meth:`partial_fit` from :meth:`accumulator_state`."""
+        obj = cls()
+        total, count = np.asarray(arrays["sum"], np.float64), int(arrays["count"])
+        if total.size:
+            obj._ref_sum, obj._ref_count, obj.n_features_in_ = total.copy(), count, total.size
+            if count:
+                obj.reference_ = total / count
+        return obj
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted()

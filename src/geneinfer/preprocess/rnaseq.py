@@ -57,7 +57,9 @@ def counts_to_cpm(values: np.ndarray, *, source: str | None = None,
     values = np.asarray(values)
     _check_counts(values, source, sample_ids)
     lib = _library_sizes(values, source, sample_ids)
-    return values.astype(np.float64) / lib[:, None] * 1e6
+    cpm = values.astype(np.float64)  # one float64 copy, scaled in place (blocks are large)
+    cpm *= (1e6 / lib)[:, None]
+    return cpm
 
 
 def counts_to_log2cpm(counts: T, *, prior_count: float = 1.0) -> T:

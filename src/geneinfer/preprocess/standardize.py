@@ -8,6 +8,8 @@ in ``transform``) but the state is two plain arrays that go into a model file.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
@@ -66,6 +68,56 @@ class Standardizer(TransformerMixin, BaseEstimator):
         self.scale_ = np.where(constant, 1.0, std)
         self.n_features_in_ = X.shape[1]
         return self
+
+    def partial_fit(self, X: np.ndarray, y: object = None) -> Standardizer:
+        """Add a block of training rows (NaN ignored); ``mean_`` / ``scale_`` are those of
+        all blocks so far. Sums run in float64 about the first block's means, so they do
+        not lose digits to cancellation."""
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise GeneinferError(f"standardization: cannot fit on shape {X.shape}")
+        if getattr(self, "_shift", None) is None:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+                shift = np.nanmean(X, axis=0, dtype=np.float64) if len(X) else np.zeros(
+                    X.shape[1])
+            self._shift = np.nan_to_num(shift)
+            self._s1 = np.zeros(X.shape[1])
+            self._s2 = np.zeros(X.shape[1])
+            self._n = np.zeros(X.shape[1])
+            self.n_features_in_ = X.shape[1]
+        elif X.shape[1] != self.n_features_in_:
+            raise GeneinferError(f"standardization: block has {X.shape[1]} genes, earlier "
+                                 f"blocks {self.n_features_in_}")
+        for start in range(0, X.shape[0], 512):
+            dev = X[start:start + 512] - self._shift  # float64
+            ok = ~np.isnan(dev)
+            if not ok.all():
+                dev[~ok] = 0.0
+            self._s1 += dev.sum(axis=0)
+            self._s2 += np.einsum("ij,ij->j", dev, dev)
+            self._n += ok.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m1 = self._s1 / self._n
+            std = np.sqrt(np.maximum(self._s2 / self._n - m1 * m1, 0.0))
+        mean = self._shift + m1
+        constant = ~(std > _REL_EPS * np.maximum(1.0, np.abs(mean)))
+        self.mean_ = mean
+        self.scale_ = np.where(constant, 1.0, std)
+        return self
+
+    def accumulator_state(self) -> dict[str, np.ndarray]:
+        """The running sums of :meth:`partial_fit` (to checkpoint a long fit)."""
+        return {k: np.asarray(getattr(self, f"_{k}")) for k in ("shift", "s1", "s2", "n")}
+
+    @classmethod
+    def from_accumulator_state(cls, arrays: dict[str, np.ndarray]) -> Standardizer:
+        """Continue a :meth:`partial_fit` from :meth:`accumulator_state`."""
+        obj = cls()
+        for k in ("shift", "s1", "s2", "n"):
+            setattr(obj, f"_{k}", np.array(arrays[k], dtype=np.float64))
+        obj.n_features_in_ = obj._shift.size
+        return obj.partial_fit(np.empty((0, obj.n_features_in_)))
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "mean_"):

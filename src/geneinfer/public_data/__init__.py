@@ -11,6 +11,7 @@ from geneinfer.public_data.download import (
     embedded_path,
     fetch,
     locate,
+    locate_registered_file,
     resolve_data_dir,
 )
 from geneinfer.public_data.registry import (
@@ -34,6 +35,7 @@ __all__ = [
     "get_source",
     "list_sources",
     "locate",
+    "locate_registered_file",
     "register_source",
     "resolve_data_dir",
     "unregister_source",

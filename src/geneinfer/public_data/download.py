@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from geneinfer import __version__
 from geneinfer.errors import DataUnavailableError
-from geneinfer.public_data.registry import ResolvedSource, get_source
+from geneinfer.public_data.registry import ResolvedSource, get_source, list_sources
 from geneinfer.utils.files import atomic_path
 from geneinfer.utils.locks import exclusive_lock
 
@@ -132,6 +132,23 @@ def locate(
         return cached
     if res.embedded and embedded_path(res.embedded).is_file():
         return embedded_path(res.embedded)
+    return None
+
+
+def locate_registered_file(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[str, Path | None] | None:
+    """A fixed registry entry known by its source name or by its file name
+    (``human_gene_v2.latest.h5``): ``(source name, local path or None)``; None when no
+    entry has that name."""
+    for src in list_sources():
+        if src.parametrised:
+            continue
+        if name in (src.name, src.filename):
+            return src.name, locate(src.name, data_dir=data_dir, cache_dir=cache_dir)
     return None
 
 

@@ -184,6 +184,7 @@ _EXAMPLES = {
     "geo_matrix": "GSE781",
     "geo_suppl": "GSE92742/GSE92742_Broad_LINCS_gene_info.txt.gz",
     "geo_platform_annot": "GPL96",
+    "geo_platform": "GPL570",
     "arrayexpress": "E-MTAB-3732 or E-MTAB-3732/<file name>",
 }
 
@@ -225,6 +226,21 @@ _SOURCES: list[Source] = [
         f"{GEO_FTP}/platforms/{{stub}}/{{accession}}/annot/{{accession}}.annot.gz",
         "{accession}.annot.gz",
         local_paths=("genes/{accession}.annot.gz", "genes/{accession}_annotation.tsv.gz"),
+        license="GEO public data (NCBI)",
+        homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={accession}",
+        accession_pattern=r"(?P<accession>GPL[0-9]+)",
+    ),
+    # GEO's platform page in SOFT text with the full data table (acc.cgi "view=full"): exists
+    # for every platform, unlike the .annot.gz files, which GEO makes only for platforms of
+    # its curated data sets (GDS).
+    Source(
+        "geo_platform",
+        "GEO platform table in full (SOFT: ID, symbols, Entrez ids as submitted), by GPL",
+        "https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={accession}&targ=self"
+        "&form=text&view=full",
+        "{accession}.soft",
+        local_paths=("genes/{accession}.soft", "genes/{accession}.soft.gz",
+                     "geo/{accession}.soft", "geo/{accession}.soft.gz"),
         license="GEO public data (NCBI)",
         homepage="https://www.ncbi.nlm.nih.gov/geo/query/acc.cgi?acc={accession}",
         accession_pattern=r"(?P<accession>GPL[0-9]+)",
@@ -333,6 +349,16 @@ _SOURCES: list[Source] = [
         local_paths=("rnaseq/GTEx_Analysis_2017-06-05_v8_RNASeQCv1.1.9_gene_tpm.gct.gz",),
         license="GTEx open access data (dbGaP phs000424)",
         homepage="https://gtexportal.org/home/downloads/adult-gtex/bulk_tissue_expression",
+    ),
+    Source(
+        "gtex_sample_attributes",
+        "GTEx v8 sample attributes (SAMPID -> SMTS tissue, SMTSD detailed tissue, SMRIN, ...)",
+        "https://storage.googleapis.com/adult-gtex/annotations/v8/metadata-files/"
+        "GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt",
+        "GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt",
+        local_paths=("rnaseq/GTEx_Analysis_v8_Annotations_SampleAttributesDS.txt",),
+        license="GTEx open access data (dbGaP phs000424)",
+        homepage="https://gtexportal.org/home/downloads/adult-gtex/metadata",
     ),
     Source(
         "geuvadis_counts",

@@ -16,6 +16,7 @@ from typing import Any
 
 from geneinfer.errors import ConfigError
 from geneinfer.examples import EMBEDDED_NAMES
+from geneinfer.genes.probes import is_platform_name
 from geneinfer.models.registry import MODEL_NAMES, get_model_class, make_model
 from geneinfer.public_data import get_source, resolve_data_dir
 from geneinfer.scales import CONVERTIBLE
@@ -47,6 +48,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "accession": (str, None),
         "scale": (str, None),
         "platform": (str, None),
+        "annotation": (str, None),
         "role": (str, "train"),
         "label_column": (str, "label"),
         "format": (str, None),
@@ -113,7 +115,11 @@ class SourceSpec:
     """One data set of the study (``[[data.sources]]``): a ``file`` (relative to the config),
     a path in the data folder or a registered public data set (``shared``), a GEO series
     (``geo``) or a data set shipped with geneinfer (``embedded``). ``scale`` states the
-    values' scale when the file does not (default: stated by the file, else detected)."""
+    values' scale when the file does not (default: stated by the file, else detected).
+    ``platform`` (a GEO platform, ``GPL570``) picks the platform of a SOFT file with several
+    and, for probes without their own Entrez column, names the annotation to use (from the
+    data folder or cache); ``annotation`` is an annotation file (relative to the config) or
+    a platform that overrides it."""
 
     name: str
     scale: str | None = None
@@ -123,6 +129,7 @@ class SourceSpec:
     embedded: str | None = None
     accession: str | None = None
     platform: str | None = None
+    annotation: str | None = None
     role: str = "train"
     label_column: str = "label"
     format: str | None = None
@@ -274,6 +281,15 @@ def _parse_sources(raw: list[Any], where: str, base_dir: Path, data_dir: Path | 
                     "(relative paths are relative to the config file)"
                 )
             t["file"] = str(path)
+        if t["annotation"] and not is_platform_name(t["annotation"]):
+            path = (base_dir / Path(t["annotation"]).expanduser()).resolve()
+            if not path.is_file():
+                raise ConfigError(
+                    f"{label}: annotation {t['annotation']!r} is neither a GEO platform "
+                    f"(GPLnnn) nor a file (looked at {path}; relative paths are relative to "
+                    "the config file)"
+                )
+            t["annotation"] = str(path)
         if t["shared"] and "/" in t["shared"]:
             if data_dir is None:
                 raise ConfigError(

@@ -60,7 +60,8 @@ def load_source(spec: SourceSpec, *, data_dir: Path | None = None, where: str = 
     """
     data = _select(_read_source(spec, data_dir), spec)
     try:
-        data, report = harmonize(data, scale=spec.scale, data_dir=data_dir)
+        data, report = harmonize(data, scale=spec.scale, data_dir=data_dir,
+                                 annotation=spec.annotation, platform=spec.platform)
     except ConfigError:
         raise
     except GeneinferError as exc:

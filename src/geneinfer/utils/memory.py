@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import re
 
 from geneinfer.utils.libc import libc_function
 
@@ -51,3 +52,60 @@ def reuse_freed_memory() -> bool:
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
     return _applied
+
+
+# ---------------------------------------------------------------------------- budgets
+_SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20,
+               "MIB": 2**20, "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40,
+               "TIB": 2**40}
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's RAM, or a smaller cgroup (v2 or
+    v1) limit; None where neither can be read."""
+    total = None
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):
+            total = int(text)
+    return total
+
+
+def parse_size(text: str | int | float, *, total: int | None = None) -> int:
+    """Bytes from ``"8G"``, ``"512M"``, ``"1.5GB"``, ``"4000000"`` or ``"50%"`` (of
+    ``total``, default :func:`physical_memory`). Raises ``ValueError`` with the reason."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        raw = str(text).strip().upper().replace(" ", "")
+        if raw.endswith("%"):
+            total = total if total is not None else physical_memory()
+            if total is None:
+                raise ValueError(f"{text!r}: the machine's memory is unknown; give a size")
+            share = float(raw[:-1])
+            if not 0 < share <= 100:
+                raise ValueError(f"{text!r}: a share of memory must be in (0, 100] %")
+            return int(total * share / 100)
+        m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([A-Z]*)", raw)
+        if m is None or m.group(2) not in _SIZE_UNITS:
+            raise ValueError(f"{text!r}: expected a size such as 8G, 512M or 50%")
+        value = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if not value > 0:
+        raise ValueError(f"{text!r}: a size must be positive")
+    return int(value)
+
+
+def format_size(n_bytes: float) -> str:
+    """``1536 * 2**20`` -> ``"1.5 GB"`` (binary units)."""
+    for unit, size in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if abs(n_bytes) >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{int(n_bytes)} B"

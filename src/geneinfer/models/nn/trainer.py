@@ -14,7 +14,10 @@
 * DistributedDataParallel when launched under ``torchrun`` (see :mod:`.distributed`).
 
 Data stay in their original numpy arrays; rows are gathered and standardized per batch
-(:class:`BatchSource`), so a full-compendium fit never holds a standardized copy.
+(:class:`BatchSource`), so a full-compendium fit never holds a standardized copy. Data larger
+than memory come from a *streamed* source instead: any object with ``epoch_batches`` and
+``steps_per_epoch`` (``geneinfer.train.outofcore.StreamedSource``) that reads its own
+shuffled chunks (each rank its own) in a background thread and yields the batches.
 """
 
 from __future__ import annotations
@@ -287,11 +290,16 @@ class Trainer:
         module.to(device)
         n_train = len(train)
         per_rank = self._per_rank_batch(n_train, info)
-        sampler = DistributedSampler(
-            range(n_train), num_replicas=info.world_size, rank=info.rank,
-            shuffle=True, seed=cfg.seed, drop_last=True,
-        )
-        steps_per_epoch = len(sampler) // per_rank
+        if _streamed(train):  # reads its own chunks: no sampler over row indices
+            sampler = None
+            steps_per_epoch = int(train.steps_per_epoch(per_rank, info.world_size,
+                                                        seed=cfg.seed))
+        else:
+            sampler = DistributedSampler(
+                range(n_train), num_replicas=info.world_size, rank=info.rank,
+                shuffle=True, seed=cfg.seed, drop_last=True,
+            )
+            steps_per_epoch = len(sampler) // per_rank
         total_steps = steps_per_epoch * cfg.max_epochs
         optimizer = self._optimizer(module)
         ckdir = Path(cfg.checkpoint_dir) / run_name if cfg.checkpoint_dir else None
@@ -358,15 +366,15 @@ class Trainer:
     ) -> None:
         cfg = self.config
         t_epoch = time.perf_counter()
-        sampler.set_epoch(state.epoch)  # same permutation on every rank and on resume
-        order = np.fromiter(iter(sampler), dtype=np.int64)
+        batches = _epoch_batches(train, sampler, state, per_rank, steps_per_epoch, cfg.seed,
+                                 info)
         net.train()
         lr = self._lr(state, steps_per_epoch, total_steps)
         for step in range(state.step_in_epoch, steps_per_epoch):
             lr = self._lr(state, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = train.batch(order[step * per_rank:(step + 1) * per_rank])
+            x, y = next(batches)
             loss = self._step(net, module, optimizer, x.to(device), y.to(device), device,
                               precision)
             loss = float(D.all_reduce_mean(loss.detach().float().reshape(1).cpu(), info)[0])
@@ -379,6 +387,7 @@ class Trainer:
             if (ckdir is not None and every and state.global_step % every == 0
                     and step + 1 < steps_per_epoch):
                 self._save(ckdir, fingerprint, module, optimizer, best_state, state, info)
+        batches.close()  # a streamed source stops reading ahead
         train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
         val_loss = self._evaluate(module, val, device, precision)
         state.epoch += 1
@@ -588,6 +597,24 @@ def within_group_score(n, sy, syy, sp, spp, spy) -> float:
         return float("nan")
     with np.errstate(invalid="ignore"):
         return float(np.mean(np.nanmean(scores[scored], axis=1)))
+
+
+def _streamed(source: Any) -> bool:
+    """Whether ``source`` reads its own batches (out of core) rather than rows of arrays."""
+    return hasattr(source, "epoch_batches")
+
+
+def _epoch_batches(train, sampler, state: _State, per_rank: int, steps_per_epoch: int,
+                   seed: int, info: D.DistInfo) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of the current epoch from its ``state.step_in_epoch`` on (resume)."""
+    if _streamed(train):
+        return train.epoch_batches(epoch=state.epoch, start_step=state.step_in_epoch,
+                                   batch_size=per_rank, rank=info.rank,
+                                   world_size=info.world_size, seed=seed)
+    sampler.set_epoch(state.epoch)  # same permutation on every rank and on resume
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    return (train.batch(order[step * per_rank:(step + 1) * per_rank])
+            for step in range(state.step_in_epoch, steps_per_epoch))
 
 
 def _losses(pred: torch.Tensor, y: torch.Tensor, *, sum_outputs: bool):
