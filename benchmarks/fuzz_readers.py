@@ -1083,10 +1083,10 @@ def make_model(folder: Path) -> Path:
     W = rng.standard_normal((X.shape[1], 20)).astype(np.float32) * 0.03
     Y = X @ W + 6
     est = Ridge().fit(X, Y)
-    model = InferenceModel(estimator=est, preprocessor=None, landmark_ids=entrez,
-                           target_ids=[str(900000 + k) for k in range(20)],
-                           landmark_symbols=symbols, landmark_means=X.mean(axis=0),
-                           info={"model": "ridge"})
+    model = InferenceModel.from_fitted(est, None, entrez,
+                                       [str(900000 + k) for k in range(20)],
+                                       landmark_symbols=symbols, landmark_means=X.mean(axis=0),
+                                       info={"model": "ridge"})
     return model.save(folder / "model")
 
 

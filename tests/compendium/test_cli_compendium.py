@@ -39,13 +39,31 @@ def test_fetch_then_train_on_the_archs4_file_and_predict(data_dir, tmp_path, cap
         summary = capsys.readouterr().out
         models[how] = InferenceModel.load(out)
         info = models[how].info
-        # GSE1 (30) + GSE3 (25, ten of them also GSE4) minus 3 single-cell libraries
-        assert info["n_train_samples"] + info["n_valid_samples"] == 52
+        # GSE1 (30) + GSE3 (25, ten of them also GSE4) minus 3 single-cell libraries; in
+        # memory each series is scored by a model fitted without it, and the model on all
+        assert info["n_train_samples"] + (info["n_valid_samples"] if how == "streamed"
+                                          else 0) == 52
         assert "counts (stated) -> log2(CPM + 1)" in info["inputs"][0]["summary"]
     assert "out of core  1 blocks" in summary and "statistics" in summary
     # the series are the groups: one is held out whole ("GSE3,GSE4": 10 samples)
     assert models["streamed"].info["validation"] == "held-out whole group, 10 samples"
     assert models["memory"].landmark_ids == models["streamed"].landmark_ids
+    # in memory as well: GSE1, GSE3 and GSE3,GSE4 are the studies hyper-parameters are chosen
+    # over and the stored per-gene r is measured on
+    for model in models.values():
+        assert model.info["groups"]["column"] == "series_id"
+        assert model.info["groups"]["n_groups"] == 3
+    assert models["memory"].info["validation_rule"] == "out-of-group"
+    assert models["memory"].info["selection"]["method"] == "leave-one-group-out"
+    capsys.readouterr()
+    rc = main(["train", "--train", "human_gene_v2.latest.h5", "--data-dir", str(data_dir),
+               "--panel", "dgex", "--model", "ridge", "--no-dedup", "--out",
+               str(tmp_path / "one-group"), "--select-series", "GSE1", "GSE3", "--groups",
+               "none", "--out-of-core", "--memory-limit", "1G", "--quiet"])
+    assert rc == 0
+    info = InferenceModel.load(tmp_path / "one-group").info
+    assert info["groups"]["n_groups"] == 1 and info["validation_rule"] == "holdout"
+    assert info["validation"].startswith("held-out ") and "random" in info["validation"]
     pred = tmp_path / "pred.gctx"
     assert main(["predict", "--model", str(tmp_path / "streamed"), "--input",
                  str(data_dir / "rnaseq" / "human_gene_v2.latest.h5"), "--output", str(pred),
@@ -79,6 +97,13 @@ def test_gtex_tissues_are_groups_in_and_out_of_core(shared, data_dir, tmp_path, 
     assert rc == 0
     model = InferenceModel.load(out)
     assert model.info["validation"].startswith("held-out whole group")  # a tissue
+    assert model.info["groups"]["column"] == "SMTSD"
+    rc = main(["train", "--train", str(gct), "--sample-attributes", str(attrs), "--panel",
+               "dgex", "--model", "ols", "--out", str(tmp_path / "in-memory"), "--data-dir",
+               str(data_dir), "--no-dedup", "--quiet"])
+    assert rc == 0
+    groups = InferenceModel.load(tmp_path / "in-memory").info["groups"]
+    assert groups["column"] == "SMTSD" and groups["n_groups"] == len(TISSUES)
     assert model.info["inputs"][0]["scale"] == "linear"  # TPM: log2(max(x, 1))
     assert model.info["inputs"][0]["gene_ids"] == "ensembl"  # versioned ids
     pred = tmp_path / "gtex-pred.gct"

@@ -60,7 +60,7 @@ def probe(path: str | os.PathLike[str], *, what: str) -> None:
     status = _wait(pid, limit)
     if status is None:
         raise InputFormatError(path, f"reading its HDF5 structure did not finish in "
-                               f"{limit:g} s (the HDF5 library loops on damaged metadata)",
+                               f"{limit:.0f} s (the HDF5 library loops on damaged metadata)",
                                expected=what)
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name

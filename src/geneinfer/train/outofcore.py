@@ -1001,14 +1001,13 @@ def _bundle(est: Any, pre: ProfilePreprocessor, plan: _Plan, stats: _Stats,
             ) -> InferenceModel:
     symbols = _symbols(plan)
     kind = plan.inputs[0].harmonizer.gene_id_kind
-    bundle = InferenceModel(
-        estimator=est, preprocessor=pre, landmark_ids=plan.landmarks,
-        target_ids=plan.targets,
+    bundle = InferenceModel.from_fitted(
+        est, pre, plan.landmarks, plan.targets,
         landmark_symbols=[symbols.get(g, g) for g in plan.landmarks],
         target_symbols=[symbols.get(g, g) for g in plan.targets],
         landmark_means=means, gene_id_kind=kind if kind != "unknown" else "entrez",
     )
-    bundle.gene_metrics = validation_metrics(Y_va, bundle.predict_log2(X_va), plan.targets,
+    bundle.gene_metrics_ = validation_metrics(Y_va, bundle.predict_log2(X_va), plan.targets,
                                              train_std=_target_std(stats.raw_targets))
     return bundle
 
@@ -1029,7 +1028,7 @@ def _describe(bundle: InferenceModel, plan: _Plan, stats: _Stats, passes: dict[s
     for info in passes.values():
         if info.get("seconds") and info.get("profiles_read"):
             info["profiles_per_s"] = info["profiles_read"] / info["seconds"]
-    bundle.info = {
+    bundle.info_ = {
         "model": name,
         "params": bundle.estimator.get_params(deep=False),
         "training_files": [p.name for p in plan.inputs],
