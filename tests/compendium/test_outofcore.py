@@ -316,3 +316,14 @@ def test_block_wise_fits_equal_whole_fits_on_real_arrays(bladder):
     np.testing.assert_allclose(s.mean_, np.nanmean(X64, axis=0), rtol=1e-12)
     np.testing.assert_allclose(s.scale_, np.nanstd(X64, axis=0), rtol=1e-9)
     np.testing.assert_allclose(s.scale_, s_whole.scale_, rtol=1e-5)
+
+
+def test_without_a_model_out_of_core_trains_ridge_the_default_stacks_anchor(shared,
+                                                                            split_files):
+    train, valid = split_files
+    common = dict(panel="dgex", data_dir=shared, valid=valid, progress=False,
+                  memory_limit="1G")
+    model = train_streamed([train], **common)
+    assert model.info["model"] == "ridge" and model.estimator.alpha_ > 0
+    with pytest.raises(ConfigError, match="'stack' cannot train out of core: it refits"):
+        train_streamed([train], model="stack", **common)

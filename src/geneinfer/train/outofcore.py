@@ -30,8 +30,9 @@ removal compares all profiles with each other and is skipped (a message says so)
 
 What each model supports out of core (:data:`OUT_OF_CORE`): ``ols``, ``ridge`` (alpha by GCV
 from the sums), ``pcr`` and ``knn-ge`` / ``lasso`` with a fixed ``k`` / ``alpha`` from the
-sums; ``dgex`` and ``autoencoder`` from the stream. ``knn``, ``svr``, ``cnn``, ``ridge-mlp``
-and ``per-gene-best`` need all rows in memory and are refused with the reason.
+sums; ``dgex`` and ``autoencoder`` from the stream. ``knn``, ``svr``, ``cnn``, ``ridge-mlp``,
+``per-gene-best`` and ``stack`` need all rows in memory and are refused with the reason;
+without ``--model`` out of core, ridge is trained (the default stack's anchor).
 
 Resuming: the pass position, the running sums and the validation rows read so far are saved
 under ``<checkpoint_dir>/outofcore`` every :data:`CHECKPOINT_SECONDS` and at the end of each
@@ -133,7 +134,11 @@ NOT_OUT_OF_CORE: dict[str, str] = {
     "cnn": "it orders the landmarks from their correlations before training",
     "ridge-mlp": "it fits its ridge base on every training profile before the network",
     "per-gene-best": "it refits several candidate models on every training profile",
+    "stack": "it refits its candidate models on folds of every training profile",
 }
+#: the model trained out of core when none is named (the in-memory default, a stack, needs
+#: every profile in memory; ridge is its anchor)
+OUT_OF_CORE_DEFAULT = "ridge"
 
 
 # ====================================================================== inputs
@@ -923,7 +928,12 @@ def train_streamed(
     """
     del refit  # out of core the held-out profiles stay out (no second pass over the data)
     t_start = time.monotonic()
-    name = DEFAULT_MODEL if model in ("default", None) else model
+    name = model
+    if model in ("default", None):
+        name = OUT_OF_CORE_DEFAULT
+        if progress:
+            _say(f"out of core the default model is {OUT_OF_CORE_DEFAULT} (the in-memory "
+                 f"default, {DEFAULT_MODEL}, needs every profile in memory)")
     params = dict(params or {})
     est, mode = _estimator(name, params, device=device, progress=progress,
                            checkpoint_dir=checkpoint_dir)
