@@ -13,7 +13,7 @@ from geneinfer.cli import main
 from geneinfer.commands.study import config_path
 from geneinfer.study import load_config
 
-ROW = re.compile(r"^(ols|ridge|knn-ge|dgex)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)(\s+(-|[0-9.]+))?$")
+ROW = re.compile(r"^(ols|ridge|knn-ge|stack|dgex)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)(\s+(-|[0-9.]+))?$")
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_demo_offline_prints_both_views_and_writes_a_report(offline, capsys):
     text = capsys.readouterr().out
     training, within = text.split("z-scored within each test study")
     rows = {m.group(1): m.groups()[1:] for m in map(ROW.match, training.splitlines()) if m}
-    assert set(rows) == {"ols", "ridge", "knn-ge", "dgex"}
+    assert set(rows) == {"ols", "ridge", "knn-ge", "stack", "dgex"}  # stack: the default
     assert rows["ols"][4] == "-"  # the baseline is not compared with itself
     # what is printed is what metrics.csv holds (the training view, bladderbatch column)
     metrics = pd.read_csv(out / "metrics.csv")
@@ -47,7 +47,7 @@ def test_demo_offline_prints_both_views_and_writes_a_report(offline, capsys):
                     & (metrics["test_set"] == "bladderbatch")]
     assert float(rows["ridge"][0]) == pytest.approx(float(ridge["mae"].iloc[0]), abs=6e-5)
     within_rows = [m for m in map(ROW.match, within.splitlines()) if m]
-    assert len(within_rows) == 4
+    assert len(within_rows) == 5
     for m in within_rows:  # z-scored within a study: errors of a weak but real predictor
         assert 0.5 < float(m.group(4)) < 1.3
     assert (out / "report.html").stat().st_size > 0
