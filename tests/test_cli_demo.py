@@ -13,7 +13,8 @@ from geneinfer.cli import main
 from geneinfer.commands.study import config_path
 from geneinfer.study import load_config
 
-ROW = re.compile(r"^(ols|ridge|knn-ge|stack|dgex)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)(\s+(-|[0-9.]+))?$")
+ROW = re.compile(r"^(ols|ridge|knn-ge|stack|dgex)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)"
+                 r"(\s+(-|[0-9.]+))?$")
 
 
 @pytest.fixture
