@@ -4,7 +4,7 @@ The default (``geneinfer train`` without ``--model``: a per-gene stack over ridg
 and SampleLASSO) wins the leave-one-dataset-out study; this prints what that costs. Both
 models are trained through :func:`geneinfer.train.workflow.train_model` (the path of
 ``geneinfer train``) on the microarray studies of ``../shared/data`` (L1000 panel, the file
-as the group), then predict N profiles resampled from the real training landmarks (in
+as the group), then predict N profiles (training landmark means plus noise; in
 memory, ``InferenceModel.predict_log2``, batches of 2,048 as ``geneinfer predict`` uses).
 Prints seconds and profiles/s of each, the ratio to ridge and the time extrapolated to
 1.3 million L1000 profiles on this machine.
@@ -31,8 +31,8 @@ L1000_PROFILES = 1_300_000
 
 
 def _profiles(model, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` landmark profiles: each landmark resampled from its training values, so the
-    values have the real scale and spread (the predictors' cost does not depend on them)."""
+    """``n`` landmark profiles: the training means of the landmarks plus unit Gaussian
+    noise (log2 scale; the predictors' cost does not depend on the values)."""
     rng = np.random.default_rng(seed)
     means = np.asarray(model.landmark_means, dtype=np.float32)
     noise = rng.standard_normal((n, len(means)), dtype=np.float32)

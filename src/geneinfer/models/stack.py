@@ -80,7 +80,7 @@ class StackedModel(ClassicalModel):
     ----------
     candidates : sequence
         Registry names and/or ``(label, estimator)`` pairs of unfitted geneinfer models.
-        Default: ridge, PCR, KNN-GE, SampleLASSO and D-GEX.
+        Default: ridge, PCR, KNN-GE and SampleLASSO (:data:`DEFAULT_CANDIDATES`).
     candidate_params : dict, optional
         Hyper-parameters per registry name, e.g. ``{"dgex": {"hidden": [3000]}}``.
     anchor : str

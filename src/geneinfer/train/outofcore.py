@@ -64,6 +64,7 @@ from geneinfer.errors import ConfigError, GeneinferError, MissingGenesError
 from geneinfer.genes import Panel, get_panel
 from geneinfer.genes.matching import PanelMatch, match_genes, match_panel
 from geneinfer.io import (
+    Archs4Blocks,
     Archs4Selection,
     BlockReader,
     detect_format,
@@ -71,7 +72,6 @@ from geneinfer.io import (
     peek,
     read_sample_attributes,
 )
-from geneinfer.io.archs4 import SERIES
 from geneinfer.io.attributes import AttributedBlocks
 from geneinfer.io.gct import read_gct_header
 from geneinfer.models.bundle import InferenceModel
@@ -279,7 +279,8 @@ def _in_memory_sources(items: list[TrainingInput], sample_attributes: Any, *,
     (the sample-metadata column its reader declares as the study, else None)."""
     if sample_attributes is None and all(inp.plain for inp in items):
         return ([inp.path for inp in items],
-                [SERIES if inp.options()["format"] == "archs4" else None for inp in items])
+                [Archs4Blocks.group_column if inp.options()["format"] == "archs4" else None
+                 for inp in items])
     with contextlib.ExitStack() as stack:
         readers = _open_all(items, sample_attributes, stack, nonfinite=nonfinite)
         sources = [inp.path if inp.plain and not isinstance(r, AttributedBlocks)
@@ -295,6 +296,7 @@ class _Plan:
     n_total: int
     groups: np.ndarray  # int code per sample
     group_names: list[str]
+    group_column: str  # the sample-metadata column the groups come from (or the file)
     valid_mask: np.ndarray
     valid_desc: str
     block_rows: int
@@ -337,22 +339,23 @@ def _open_all(inputs: list[TrainingInput], sample_attributes: Any, stack: contex
     return out
 
 
-def _group_labels(reader: BlockReader, column: str | None = None) -> np.ndarray:
-    """Each sample's group: ``column`` of the sample metadata (``--groups``; ``"none"``: one
-    group), by default the reader's group column (series, tissue), else the file."""
+def _group_labels(reader: BlockReader, column: str | None = None) -> tuple[np.ndarray, str]:
+    """Each sample's group and the column it comes from: ``column`` of the sample metadata
+    (``--groups``; ``"none"``: one group), by default the reader's group column (series,
+    tissue), else the file."""
     if column == NO_GROUPS:
-        return np.full(reader.n_samples, "all", dtype=object)
+        return np.full(reader.n_samples, "all", dtype=object), NO_GROUPS
     wanted = column or getattr(reader, "group_column", None)
     if wanted:
         for name, get in reader.sample_columns():
             if name == wanted:
                 values = np.asarray(get(), dtype=object)
-                return np.array([f"{wanted}={v}" for v in values], dtype=object)
+                return np.array([f"{wanted}={v}" for v in values], dtype=object), wanted
         if column:
             have = ", ".join(name for name, _ in reader.sample_columns()[:20]) or "none"
             raise ConfigError(f"--groups {column}: no such sample-metadata column in "
                               f"{reader.source} (columns: {have})")
-    return np.full(reader.n_samples, Path(reader.source).name, dtype=object)
+    return np.full(reader.n_samples, Path(reader.source).name, dtype=object), FILE_GROUP_COLUMN
 
 
 def _harmonize_inputs(readers: list[BlockReader], *, scale: str | None, annotation: Any,
@@ -437,12 +440,14 @@ def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel:
     pobj = panel if isinstance(panel, Panel) else get_panel(panel, data_dir=data_dir)
     match = match_panel(pobj, genes, source=", ".join(r.source for r in readers))
     wanted = [*match.landmarks, *match.targets]
-    plans, offset, labels = [], 0, []
+    plans, offset, labels, columns = [], 0, [], []
     for reader, h in zip(readers, harmonizers):
         outputs = np.asarray(h.gene_ids.get_indexer(pd.Index(wanted)), dtype=np.int64)
         plans.append(InputPlan(reader, h, outputs, len(match.landmarks),
                                h.input_columns(outputs), offset))
-        labels.append(_group_labels(reader, groups))
+        reader_labels, column = _group_labels(reader, groups)
+        labels.append(reader_labels)
+        columns.append(column)
         offset += reader.n_samples
     names, groups = np.unique(np.concatenate(labels), return_inverse=True)
     n_total = offset
@@ -467,7 +472,7 @@ def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel:
             desc += f" (the share {fraction:g} capped to fit the memory limit)"
     blocks = plan_blocks(plans, block_rows)
     return _Plan(plans, match, n_total, groups.astype(np.int64), [str(x) for x in names],
-                 mask, desc, block_rows, blocks, window)
+                 ", ".join(dict.fromkeys(columns)), mask, desc, block_rows, blocks, window)
 
 
 def _fingerprint(plan: _Plan, settings: dict[str, Any]) -> str:
@@ -1000,7 +1005,7 @@ def train_streamed(
         passes["fit"] = {"seconds": time.monotonic() - t_fit}
         n_train = int(stats.usable.sum())
         bundle = _bundle(est, pre, plan, stats, means, X_va, Y_va, name)
-    _describe(bundle, plan, stats, passes, groups=groups, name=name, dedup=dedup, quantile=quantile,
+    _describe(bundle, plan, stats, passes, name=name, dedup=dedup, quantile=quantile,
               standardize=standardize, n_train=n_train, n_valid=len(X_va), budget=budget,
               seconds=time.monotonic() - t_start, reference_samples=int(reference_samples))
     return bundle
@@ -1022,16 +1027,8 @@ def _bundle(est: Any, pre: ProfilePreprocessor, plan: _Plan, stats: _Stats,
     return bundle
 
 
-def _group_column(plan: _Plan, groups: str | None) -> str:
-    """The column the groups came from (``COLUMN=value`` labels), else the input file."""
-    if groups:
-        return groups
-    first = plan.group_names[0]
-    return first.split("=", 1)[0] if "=" in first else FILE_GROUP_COLUMN
-
-
 def _describe(bundle: InferenceModel, plan: _Plan, stats: _Stats, passes: dict[str, Any], *,
-              groups: str | None, name: str, dedup: bool, quantile: bool, standardize: bool,
+              name: str, dedup: bool, quantile: bool, standardize: bool,
               n_train: int, n_valid: int, budget: int, seconds: float,
               reference_samples: int) -> None:
     metrics = bundle.gene_metrics
@@ -1044,7 +1041,7 @@ def _describe(bundle: InferenceModel, plan: _Plan, stats: _Stats, passes: dict[s
         "training_files": [p.name for p in plan.inputs],
         "inputs": [p.harmonizer.report.to_json() for p in plan.inputs],
         "groups": TrainingGroups(np.asarray(plan.group_names)[plan.groups],
-                                 _group_column(plan, groups), None).describe(),
+                                 plan.group_column, None).describe(),
         "validation": plan.valid_desc,
         "validation_rule": "group-holdout" if len(plan.group_names) > 1 else "holdout",
         "validation_used_for_early_stopping": hasattr(bundle.estimator, "fit_stream"),
