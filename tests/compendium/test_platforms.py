@@ -87,6 +87,24 @@ def test_train_and_predict_with_each_layout(shared, platform, tmp_path):
                 assert len(set(a) & set(b)) > 0.99 * max(len(a), len(b))
 
 
+def test_centering_and_calibration_read_the_input_with_its_annotation(shared, platform,
+                                                                       tmp_path):
+    """--center-landmarks and --calibrate harmonise their files as prediction does: the
+    probes of this platform map to genes only through --annotation."""
+    gct, _, files, _ = platform
+    model = _train(["--train", str(gct), "--annotation", str(files["geo-soft"]),
+                    "--data-dir", str(shared)], tmp_path, "centred")
+    plain = _predictions(model, gct, tmp_path, "--annotation", str(files["geo-soft"]),
+                         "--data-dir", str(shared))
+    centred = _predictions(model, gct, tmp_path, "--annotation", str(files["geo-soft"]),
+                           "--data-dir", str(shared), "--center-landmarks")
+    # the training study centred on itself: its model inputs already sit at the training mean
+    np.testing.assert_allclose(centred.values, plain.values, atol=1e-3)
+    calibrated = _predictions(model, gct, tmp_path, "--annotation", str(files["geo-soft"]),
+                              "--data-dir", str(shared), "--calibrate", str(gct))
+    assert calibrated.n_samples == 57 and np.isfinite(calibrated.values).all()
+
+
 def test_annotation_that_does_not_fit_the_data_is_one_line(shared, platform, tmp_path,
                                                             capsys):
     gct, rows, _, folder = platform

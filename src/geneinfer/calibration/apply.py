@@ -97,7 +97,8 @@ class CalibratedModel:
 def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionData, *,
                     block_size: int = 10000, data_dir: str | os.PathLike[str] | None = None,
                     max_impute_fraction: float = MAX_IMPUTE_FRACTION,
-                    nonfinite: str | NonFinite | None = None) -> np.ndarray:
+                    nonfinite: str | NonFinite | None = None, scale: str | None = None,
+                    annotation: Any = None) -> np.ndarray:
     """Per landmark, the training mean of the model inputs minus the input study's mean
     (:meth:`~geneinfer.models.bundle.InferenceModel.model_inputs`: after the saved
     preprocessing). Pass it to :class:`CalibratedModel` as ``input_shift``.
@@ -105,7 +106,8 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
     The input is read in blocks (flat memory) and harmonised like any prediction input;
     landmarks absent from the input are imputed with the training means (and so barely move;
     at most ``max_impute_fraction`` of them may be absent, as in prediction). ``nonfinite``
-    is the readers' policy for infinite values.
+    is the readers' policy for infinite values; ``scale`` and ``annotation`` as for
+    :func:`geneinfer.preprocess.harmonize` (the prediction input's).
     """
     if getattr(model, "landmark_means", None) is None:
         raise GeneinferError(
@@ -115,7 +117,8 @@ def centering_shift(model: Any, input_path: str | os.PathLike[str] | ExpressionD
     n_land = len(model.landmark_ids)
     total, count = np.zeros(n_land), np.zeros(n_land)
     with open_blocks(input_path, nonfinite=nonfinite) as reader:
-        harmonizer = Harmonizer.for_reader(reader, data_dir=data_dir, known=model.known_genes(),
+        harmonizer = Harmonizer.for_reader(reader, scale=scale, annotation=annotation,
+                                           data_dir=data_dir, known=model.known_genes(),
                                            to=getattr(model, "gene_id_kind", "entrez"))
         inputs = LandmarkInputs.plan(harmonizer, model.landmark_ids, means=model.landmark_means,
                                      missing="impute", max_impute_fraction=max_impute_fraction)
@@ -141,15 +144,18 @@ def fit_offset_calibrator(
     data_dir: str | os.PathLike[str] | None = None,
     input_shift: np.ndarray | None = None,
     max_impute_fraction: float = MAX_IMPUTE_FRACTION,
+    annotation: Any = None,
 ) -> tuple[OffsetScaleCalibrator, int]:
     """Learn a per-gene offset (and slope with ``scale``) from full profiles of a new platform.
 
     ``profiles`` hold landmarks and targets measured on the new platform; they are harmonised
-    like any input (log2, canonical gene ids). Targets not measured there keep no correction.
+    like any input (log2, canonical gene ids; probes through ``annotation`` when given).
+    Targets not measured there keep no correction.
 
     Returns the calibrator over all model targets and the number of targets it could learn.
     """
-    genes, _ = harmonize(profiles, data_dir=data_dir, known=model.known_genes(),
+    genes, _ = harmonize(profiles, annotation=annotation, data_dir=data_dir,
+                         known=model.known_genes(),
                          to=getattr(model, "gene_id_kind", "entrez"))
     landmarks = match_genes(model.landmark_ids, genes.gene_ids)
     check_imputable(landmarks.n_missing, model.landmark_ids, landmarks.missing,

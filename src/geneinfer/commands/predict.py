@@ -120,15 +120,17 @@ def _calibrated_model(args: argparse.Namespace) -> CalibratedModel:
     if args.calibrate_scale and not args.calibrate:
         raise ConfigError("--calibrate-scale needs --calibrate FILE")
     model = InferenceModel.load(args.model, device="cpu")
+    annotation = annotation_option(args)  # the input's platform, and the calibration file's
     shift = (centering_shift(model, args.input, data_dir=args.data_dir,
-                             max_impute_fraction=args.max_impute, nonfinite=args.nonfinite)
+                             max_impute_fraction=args.max_impute, nonfinite=args.nonfinite,
+                             scale=args.scale, annotation=annotation)
              if args.center_landmarks else None)
     calibrator = None
     if args.calibrate:
         profiles = read(args.calibrate, nonfinite=args.nonfinite)
         calibrator, n_genes = fit_offset_calibrator(
             model, profiles, scale=args.calibrate_scale, data_dir=args.data_dir,
-            input_shift=shift, max_impute_fraction=args.max_impute,
+            input_shift=shift, max_impute_fraction=args.max_impute, annotation=annotation,
         )
         if not args.quiet:
             print(f"geneinfer: calibration from {profiles.n_samples} profiles of "
