@@ -121,3 +121,30 @@ def test_shape_errors(data):
         within_study_zscore(Y, ["a"] * 3)
     with pytest.raises(GeneinferError, match="shapes"):
         share_better(np.ones(3), np.ones(4))
+
+
+def test_gene_scores_in_column_blocks_equal_the_per_gene_metrics(data, rng, monkeypatch):
+    """Scored 64 genes at a time (200 genes: four blocks, the last partial), with missing
+    values and a constant gene, every column equals its per-gene function's value."""
+    import geneinfer.evaluate.metrics as metrics
+
+    Y, P = data
+    Y, P = Y.copy(), P.copy()
+    Y[rng.random(Y.shape) < 0.05] = np.nan
+    P[:7, 130] = np.nan
+    Y[:, 199] = 1.5
+    monkeypatch.setattr(metrics, "SCORE_COLUMNS", 64)
+    got = metrics.gene_scores(Y, P)
+    assert list(got.columns) == ["mae", "rmse", "r", "ccc", "n"] and len(got) == 200
+    for column, fn in (("mae", per_gene_mae), ("rmse", per_gene_rmse),
+                       ("r", per_gene_pearson), ("ccc", per_gene_ccc)):
+        np.testing.assert_allclose(got[column], fn(Y, P), rtol=1e-12, equal_nan=True)
+    assert np.isnan(got["r"][199]) and got["n"][130] == (np.isfinite(Y[:, 130]) & (
+        np.arange(len(Y)) >= 7)).sum()
+    labels = np.repeat(["s1", "s2", "s3"], [20, 25, 15])
+    grouped = metrics.grouped_gene_scores(Y, P, labels)
+    want = np.nanmean([per_gene_pearson(Y[labels == s, :199], P[labels == s, :199])
+                       for s in ("s1", "s2", "s3")], axis=0)
+    np.testing.assert_allclose(grouped["r"][:199], want, rtol=1e-12)
+    assert np.isnan(grouped["r"][199]) and grouped["n_groups"][199] == 0
+    assert metrics.gene_scores(Y[:, :0], P[:, :0]).empty

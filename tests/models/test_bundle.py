@@ -341,3 +341,22 @@ def test_inference_model_is_a_scikit_learn_estimator(tmp_path):
     np.testing.assert_allclose(again.fit(X, Y).predict(X), out, rtol=1e-5)
     with pytest.raises(MissingGenesError, match="landmark genes of the model"):
         loaded.predict(X.drop(columns=landmarks[:3]))
+
+
+@pytest.mark.parametrize("kind", ["ridge", "dgex"])
+def test_predict_log2_in_row_batches_equals_one_batch(kind, monkeypatch):
+    """Profiles are predicted PREDICT_ROWS at a time (memory stays bounded on a large
+    held-out set); rows with a missing landmark stay NaN and the others are unchanged."""
+    import geneinfer.models.bundle as bundle_module
+
+    params = {"hidden": [16], "max_epochs": 2, "device": "cpu",
+              "progress": False} if kind == "dgex" else {}
+    bundle, X = _bundle(kind, np.random.default_rng(3), **params)
+    X = np.vstack([X, X[::-1] + 0.1]).astype(np.float32)  # 40 profiles
+    X[[4, 17, 33], [0, 9, 29]] = np.nan
+    whole = bundle.predict_log2(X)
+    monkeypatch.setattr(bundle_module, "PREDICT_ROWS", 7)  # 37 complete rows: 6 batches
+    batched = bundle.predict_log2(X)
+    assert np.isnan(batched[[4, 17, 33]]).all()
+    np.testing.assert_allclose(batched, whole, rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert np.isfinite(np.delete(batched, [4, 17, 33], axis=0)).all()

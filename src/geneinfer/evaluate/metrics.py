@@ -92,20 +92,59 @@ def per_gene_ccc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return np.where((n < 2) | ~(denom > 0), np.nan, ccc)
 
 
-def gene_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
-    """Every per-gene score at once: ``mae``, ``rmse``, ``r`` (Pearson), ``ccc`` (Lin) and
-    ``n`` (complete pairs), one row per gene (column of ``Y``).
+#: genes scored together: the float64 temporaries of a score are ``rows x`` this many
+#: values (a held-out set of 10,000 compendium profiles x 10,000 genes would otherwise
+#: take several GB per temporary)
+SCORE_COLUMNS = 512
 
-    The one per-gene scoring used by training summaries, the study, the demo and the report.
-    """
-    _, _, both = _pair(Y, P)
+
+def _check_scored(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Y, P = np.asarray(Y), np.asarray(P)
+    if Y.shape != P.shape or Y.ndim != 2:
+        raise GeneinferError(
+            f"truth has shape {Y.shape} but predictions have {P.shape}; expected equal "
+            "2-D (samples x genes) matrices"
+        )
+    return Y, P
+
+
+def _column_blocks(n_genes: int) -> list[slice]:
+    return [slice(j, min(n_genes, j + SCORE_COLUMNS)) for j in range(0, n_genes, SCORE_COLUMNS)]
+
+
+def _block_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
+    Y, P, both = _pair(Y, P)
+    n, my, mp, syy, spp, syp = _centered_moments(Y, P, both)
+    err = Y - P
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = syp / np.sqrt(syy * spp)
+        denom = syy + spp + (my - mp) ** 2
+        ccc = 2.0 * syp / denom
     return pd.DataFrame({
-        "mae": per_gene_mae(Y, P),
-        "rmse": per_gene_rmse(Y, P),
-        "r": per_gene_pearson(Y, P),
-        "ccc": per_gene_ccc(Y, P),
+        "mae": _nanmean0(np.abs(err)),
+        "rmse": np.sqrt(_nanmean0(err * err)),
+        "r": np.where((n < 2) | ~(syy > 0) | ~(spp > 0), np.nan, np.clip(r, -1.0, 1.0)),
+        "ccc": np.where((n < 2) | ~(denom > 0), np.nan, ccc),
         "n": both.sum(axis=0),
     })
+
+
+def gene_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
+    """Every per-gene score at once: ``mae``, ``rmse``, ``r`` (Pearson), ``ccc`` (Lin) and
+    ``n`` (complete pairs), one row per gene (column of ``Y``); the values of
+    :func:`per_gene_mae`, :func:`per_gene_rmse`, :func:`per_gene_pearson` and
+    :func:`per_gene_ccc`.
+
+    The one per-gene scoring used by training summaries, the study, the demo and the report.
+    Genes are scored :data:`SCORE_COLUMNS` at a time, so memory beyond the inputs stays
+    small whatever the number of samples.
+    """
+    Y, P = _check_scored(Y, P)
+    blocks = _column_blocks(Y.shape[1])
+    if not blocks:
+        return _block_scores(Y, P)
+    return pd.concat([_block_scores(Y[:, cols], P[:, cols]) for cols in blocks],
+                     ignore_index=True)
 
 
 def grouped_gene_scores(Y: np.ndarray, P: np.ndarray,
@@ -115,15 +154,18 @@ def grouped_gene_scores(Y: np.ndarray, P: np.ndarray,
     offsets aside); ``mae``/``rmse`` are over all rows; ``n_groups`` counts the studies
     where the gene's r is defined. One group gives :func:`gene_scores`' values."""
     labels = np.asarray(groups)
-    Y, P = np.asarray(Y, dtype=np.float64), np.asarray(P, dtype=np.float64)
-    if labels.shape != (Y.shape[0],) or P.shape != Y.shape:
+    Y, P = np.asarray(Y), np.asarray(P)
+    if labels.shape != (Y.shape[0],) or P.shape != Y.shape or Y.ndim != 2:
         raise GeneinferError(
             f"grouped_gene_scores: {labels.size} group labels, truth {Y.shape}, predictions "
             f"{P.shape} (expected one label per row and equal shapes)"
         )
     pooled = gene_scores(Y, P)
-    per_group = np.stack([per_gene_pearson(Y[labels == g], P[labels == g])
-                          for g in np.unique(labels)])
+    rows = [labels == g for g in np.unique(labels)]
+    per_group = np.full((len(rows), Y.shape[1]), np.nan)
+    for cols in _column_blocks(Y.shape[1]):
+        for i, m in enumerate(rows):
+            per_group[i, cols] = per_gene_pearson(Y[m, cols], P[m, cols])
     counted = np.isfinite(per_group).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(np.isfinite(per_group), per_group, 0.0).sum(axis=0) / counted

@@ -70,6 +70,9 @@ WEIGHTS_FILE = "weights.safetensors"
 #: the key in ``files`` that holds the digest of model.json's own canonical content
 DIGEST_KEY = "sha256_canonical"
 
+#: profiles predicted together: the estimator's and the inverse standardisation's
+#: temporaries are this many rows, whatever the input's size
+PREDICT_ROWS = 4096
 _EST_PREFIX = "estimator."
 _PRE_PREFIX = "preprocessor."
 _BUNDLE_PREFIX = "bundle."
@@ -418,17 +421,21 @@ class InferenceModel(RegressorMixin, BaseEstimator):
                 f"landmark matrix has shape {X.shape}, expected (n, {self.n_landmarks})"
             )
         out = np.full((X.shape[0], self.n_targets), np.nan, dtype=np.float32)
-        ok = ~np.isnan(X).any(axis=1)
-        if not ok.any():
-            return out
-        Xok = self.model_inputs(X[ok] if not ok.all() else X)
-        if input_shift is not None:
-            Xok = Xok + np.asarray(input_shift, dtype=np.float32)[None, :]
-        Y = np.asarray(self.estimator.predict(Xok), dtype=np.float32)
+        rows = np.flatnonzero(~np.isnan(X).any(axis=1))
+        shift = None if input_shift is None else np.asarray(input_shift, dtype=np.float32)
+        for start in range(0, len(rows), PREDICT_ROWS):
+            at = rows[start:start + PREDICT_ROWS]
+            out[at] = self._predict_rows(X[at], shift)
+        return out
+
+    def _predict_rows(self, X: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+        Xin = self.model_inputs(X)
+        if shift is not None:
+            Xin = Xin + shift[None, :]
+        Y = np.asarray(self.estimator.predict(Xin), dtype=np.float32)
         if self.preprocessor is not None:
             Y = np.asarray(self.preprocessor.inverse_transform_targets(Y), dtype=np.float32)
-        out[ok] = Y.reshape(-1, self.n_targets)
-        return out
+        return Y.reshape(-1, self.n_targets)
 
     def known_genes(self) -> GeneIdMap:
         """This model's genes with their symbols: an input keyed by symbols is matched to

@@ -1002,6 +1002,7 @@ def train_streamed(
                                       ms["x_scale"]), y_va)
             source = _stream_source(plan, stats, pre, ms, plan.fingerprint)
             est.fit_stream(source, val, **ms)
+            del val, y_va  # the scored copies: the metrics below use the raw profiles
         passes["fit"] = {"seconds": time.monotonic() - t_fit}
         n_train = int(stats.usable.sum())
         bundle = _bundle(est, pre, plan, stats, means, X_va, Y_va, name)
