@@ -43,6 +43,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from geneinfer.utils.memory import parse_size
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GENEINFER_SHARED", ROOT.parent / "shared" / "data"))
 FULL = {"samples": 300_000, "genes": 20_000, "subset": 10_000, "memory": "8G"}
@@ -197,7 +199,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", choices=("ridge", "dgex"), default=["ridge", "dgex"],
                     help="models to time (default: both)")
     ap.add_argument("--skip-read", action="store_true", help="skip the raw read rate")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="print the table of an earlier run's results.json and stop")
     args = ap.parse_args()
+    if args.report:
+        _report(json.loads(args.report.read_text()))
+        return
     size = SMALL if args.small else FULL
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-compendium-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
@@ -239,22 +246,29 @@ def main() -> None:
 
 
 def _report(r: dict) -> None:
-    size, read = r["size"], r["read"]
+    size, read = r["size"], r.get("read")
+    limit = parse_size(size["memory"]) / 2**30
     print(f"\n{size['samples']:,} samples x {size['genes']:,} genes (ARCHS4 layout, uint32, "
-          f"chunks {size['genes']} x {CHUNK_SAMPLES}, gzip 1); {r['cpus']} CPUs")
-    print(f"raw read: {read['seconds']:.0f} s, {read['profiles_per_s']:,.0f} profiles/s, "
-          f"{read['uncompressed_MB_per_s']:,.0f} MB/s of counts "
-          f"({read['file_MB_per_s']:,.0f} MB/s from the file)")
+          f"chunks {size['genes']} x {CHUNK_SAMPLES}, gzip 1); {r['cpus']} CPUs; streamed "
+          f"with --memory-limit {size['memory']}")
+    if read:
+        print(f"raw read: {read['seconds']:.0f} s, {read['profiles_per_s']:,.0f} profiles/s, "
+              f"{read['uncompressed_MB_per_s']:,.0f} MB/s of counts "
+              f"({read['file_MB_per_s']:,.0f} MB/s from the file)")
     print(f"{'run':<18}{'profiles':>10}{'seconds':>9}{'profiles/s':>12}{'peak RSS':>10}"
-          f"{'vs memory':>11}{'vs read':>9}")
+          f"{'vs limit':>10}{'vs memory':>11}{'vs read':>9}")
     for model in ("ridge", "dgex"):
+        if f"{model}_in_memory" not in r:
+            continue
         mem = r[f"{model}_in_memory"]
         for name in ("streamed", "in_memory"):
             x = r[f"{model}_{name}"]
+            vs_limit = f"{x['peak_rss_GB'] / limit:>10.2f}" if name == "streamed" else " " * 10
+            vs_read = (f"{x['profiles_per_s'] / read['profiles_per_s']:>9.2f}" if read
+                       else " " * 9)
             print(f"{model + ' ' + name:<18}{x['n_profiles']:>10,}{x['seconds']:>9.0f}"
-                  f"{x['profiles_per_s']:>12,.0f}{x['peak_rss_GB']:>9.2f}G"
-                  f"{x['profiles_per_s'] / mem['profiles_per_s']:>11.2f}"
-                  f"{x['profiles_per_s'] / read['profiles_per_s']:>9.2f}")
+                  f"{x['profiles_per_s']:>12,.0f}{x['peak_rss_GB']:>9.2f}G{vs_limit}"
+                  f"{x['profiles_per_s'] / mem['profiles_per_s']:>11.2f}{vs_read}")
         for pass_name, p in r[f"{model}_streamed"].get("passes", {}).items():
             rate = f"{p['profiles_per_s']:,.0f} profiles/s" if "profiles_per_s" in p else ""
             print(f"    {pass_name:<14}{p['seconds']:>8.0f} s  {rate}")

@@ -47,13 +47,26 @@ def _valid_landmarks(model, valid, shared):
     return data.select_genes(model.landmark_ids).values
 
 
-def test_streamed_ridge_equals_in_memory_ridge(shared, split_files):
+@pytest.mark.parametrize(("groups", "rule"), [("series_id", "leave-one-group-out"),
+                                             ("none", "gcv")])
+def test_streamed_ridge_equals_in_memory_ridge(shared, split_files, groups, rule):
+    """The same alpha, chosen by the same rule, and the same model: over the four training
+    series from per-group sums kept in the streamed pass, or by GCV without groups."""
     train, valid = split_files
-    common = dict(model="ridge", panel="dgex", data_dir=shared, valid=valid, progress=False)
+    common = dict(model="ridge", panel="dgex", data_dir=shared, valid=valid, progress=False,
+                  groups=groups)
     streamed = train_streamed([train], memory_limit="1G", reference_samples=10**6, **common)
     memory = train_model([gio.read(train)], dedup=False, **common)
     assert streamed.landmark_ids == memory.landmark_ids
     assert streamed.target_ids == memory.target_ids
+    chosen, want = streamed.estimator.selection_, memory.estimator.selection_
+    assert chosen["method"] == want["method"] == rule
+    # GCV with 60 rows and 840 landmarks: at the smallest alphas (1 - df/n)^2 vanishes and
+    # rounding differences between the two sums dominate; around the choice they agree
+    near = np.asarray(want["grid"]) >= memory.estimator.alpha_ / 10
+    np.testing.assert_allclose(np.asarray(chosen["scores"])[near],
+                               np.asarray(want["scores"])[near], rtol=1e-3)
+    assert streamed.info["selection"]["method"] == rule
     assert streamed.estimator.alpha_ == pytest.approx(memory.estimator.alpha_, rel=1e-6)
     X = _valid_landmarks(streamed, valid, shared)
     np.testing.assert_allclose(streamed.predict_log2(X), memory.predict_log2(X), atol=1e-4)
@@ -64,13 +77,30 @@ def test_streamed_ridge_equals_in_memory_ridge(shared, split_files):
     assert streamed.info["out_of_core"]["passes"]["statistics"]["profiles_read"] == 60
 
 
+def test_streamed_pcr_chooses_its_components_over_the_series_as_in_memory(shared,
+                                                                         split_files):
+    train, valid = split_files
+    common = dict(model="pcr", panel="dgex", data_dir=shared, valid=valid, progress=False,
+                  groups="series_id")
+    streamed = train_streamed([train], memory_limit="1G", reference_samples=10**6, **common)
+    memory = train_model([gio.read(train)], dedup=False, **common)
+    chosen, want = streamed.estimator.selection_, memory.estimator.selection_
+    assert chosen["method"] == want["method"] == "leave-one-group-out"
+    np.testing.assert_allclose(chosen["scores"], want["scores"], rtol=1e-5)
+    assert streamed.estimator.n_components_ == memory.estimator.n_components_
+    X = _valid_landmarks(streamed, valid, shared)
+    np.testing.assert_allclose(streamed.predict_log2(X), memory.predict_log2(X), atol=1e-4)
+
+
 def test_a_killed_pass_resumes_where_it_stopped(shared, split_files, tmp_path, monkeypatch):
     train, valid = split_files
     common = dict(model="ridge", panel="dgex", data_dir=shared, valid=valid, progress=False,
                   memory_limit="1G", reference_samples=10**6)
     whole = train_streamed([train], **common)
-    # blocks of 14 samples (2 chunks of 7), a checkpoint after every block
-    monkeypatch.setattr(outofcore, "_budget_plan", lambda *a, **k: (14, 0, 14))
+    # blocks of 14 samples (2 chunks of 7), a checkpoint after every block; alpha over the
+    # four series as in the whole run, so the per-series sums are saved and restored too
+    monkeypatch.setattr(outofcore, "_budget_plan",
+                        lambda *a, **k: (14, 0, 14, outofcore.MAX_SCORED_GROUPS))
     monkeypatch.setattr(outofcore, "CHECKPOINT_SECONDS", 0.0)
     calls = {"n": 0}
     load = train_blocks.InputPlan.load
@@ -89,6 +119,8 @@ def test_a_killed_pass_resumes_where_it_stopped(shared, split_files, tmp_path, m
     calls["n"] = -100  # no more deaths; count the blocks read on resume
     again = train_streamed([train], checkpoint_dir=ckpt, **common)
     assert calls["n"] == -100 + 2  # the reference pass was done; 2 statistics blocks left
+    assert again.estimator.selection_["method"] == "leave-one-group-out"
+    assert again.estimator.alpha_ == pytest.approx(whole.estimator.alpha_, rel=1e-5)
     X = _valid_landmarks(whole, valid, shared)
     np.testing.assert_allclose(again.predict_log2(X), whole.predict_log2(X), atol=1e-4)
     # other settings: the saved state is not reused
@@ -114,6 +146,26 @@ def test_models_that_need_every_row_are_refused(shared, split_files):
             train_streamed([train], model=name, data_dir=shared, progress=False)
     with pytest.raises(ConfigError, match="with a fixed alpha"):
         train_streamed([train], model="lasso", data_dir=shared, progress=False)
+
+
+def test_scored_groups_are_capped_by_the_memory_budget():
+    """Each scored training group keeps ~15 MB of sums at the D-GEX shape: an 8 GiB budget
+    scores the maximum, a small one fewer, a tiny one none (GCV then), and what is kept is
+    charged to the budget."""
+    limit = outofcore._scored_group_limit
+    full, full_bytes = limit(8 * 2**30, n_landmarks=943, scored_genes=1000)
+    assert full == outofcore.MAX_SCORED_GROUPS
+    assert full_bytes <= outofcore.GROUP_SUMS_SHARE * 8 * 2**30
+    some, some_bytes = limit(2**30, n_landmarks=943, scored_genes=1000)
+    assert 2 <= some < full and some_bytes <= outofcore.GROUP_SUMS_SHARE * 2**30
+    assert limit(2**27, n_landmarks=943, scored_genes=1000) == (0, 0)
+    assert limit(8 * 2**30, n_landmarks=943, scored_genes=0) == (0, 0)
+    args = dict(n_read=20_000, n_out=9_979, n_landmarks=943, n_targets=9_036, mode="gram",
+                n_total=300_000, fraction=0.2, alignment=100, source="f.h5")
+    with_groups = outofcore._budget_plan(8 * 2**30, scored_genes=1000, **args)
+    without = outofcore._budget_plan(8 * 2**30, **args)
+    assert with_groups[3] == full and without[3] == 0
+    assert with_groups[0] < without[0]  # smaller blocks: the group sums are charged
 
 
 def test_memory_limit_too_small_for_one_block(shared, split_files, tmp_path):

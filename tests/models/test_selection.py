@@ -11,6 +11,7 @@ from geneinfer.models import gram_cv
 from geneinfer.models.gram import GramStats
 from geneinfer.models.gram_cv import GroupedGramStats
 from geneinfer.models.selection import (
+    GroupFolds,
     GroupMoments,
     GroupScores,
     plan_folds,
@@ -122,7 +123,9 @@ def test_grouped_sums_equal_each_groups_own_statistics(real, order, monkeypatch)
         perm = np.random.default_rng(3).permutation(len(X))
         X, Y, codes = X[perm], Y[perm], codes[perm]
     genes = np.array([1, 5, 9, 30])
-    stats = GroupedGramStats(3, genes, precision="float64")
+    folds = GroupFolds("leave-one-group-out", codes, 3, np.bincount(codes),
+                       tuple(np.array([g]) for g in range(3)))
+    stats = GroupedGramStats(folds, genes, precision="float64")
     for start in range(0, len(X), 25):  # blocks that cut through groups
         rows = slice(start, start + 25)
         stats.update(X[rows], Y[rows], codes[rows], where="test")
@@ -163,3 +166,41 @@ def test_ridge_scorer_partial_fractions_equal_the_direct_sums_with_tied_eigenval
         np.testing.assert_allclose(cov[i], np.einsum("ps,ps->s", b, group.cxy), rtol=1e-9)
         np.testing.assert_allclose(var[i], np.einsum("ps,ps->s", b, group.cxx @ b),
                                    rtol=1e-7)
+
+
+def test_unscored_groups_share_one_part_and_sums_survive_standardising_and_a_checkpoint(real):
+    """Out of core only a sample of groups is scored: the others' rows are pooled (memory
+    grows with the scored groups only); standardising the sums in place equals summing the
+    standardised rows, and the state round trip restores every sum."""
+    X, Y = real
+    codes = np.repeat([0, 1, 2, 3, 4], [12, 11, 12, 11, 11])
+    folds = plan_folds(codes, len(codes), max_scored=2, seed=0)
+    assert folds is not None and folds.n_scored == 2 and folds.n_groups == 5
+    scored = np.concatenate(folds.folds)
+    genes = np.array([0, 4, 7])
+    stats = GroupedGramStats(folds, genes, precision="float64")
+    for start in range(0, len(X), 20):
+        rows = slice(start, start + 20)
+        stats.update(X[rows], Y[rows], codes[rows], where="test")
+    assert len(stats.parts) == 3  # two scored groups and the pool
+    pooled = ~np.isin(codes, scored)
+    np.testing.assert_allclose(stats.parts[-1].n, pooled.sum())
+    with pytest.raises(ValueError, match="not held out"):
+        stats.group_gram(int(np.flatnonzero(~np.isin(np.arange(5), scored))[0]))
+    mx, sx = X.mean(axis=0) + 0.3, X.std(axis=0) + 0.5
+    my, sy = Y.mean(axis=0) - 0.2, Y.std(axis=0) + 0.1
+    restored = GroupedGramStats(folds, genes, precision="float64").load_state(stats.state())
+    restored.standardize_(mx, sx, my, sy)
+    Z, W = (X - mx) / sx, (Y - my) / sy
+    for g in scored:
+        ref = GramStats(precision="float64").update(Z[codes == g], W[codes == g][:, genes])
+        got = restored.group_gram(int(g))
+        np.testing.assert_allclose(got.cxx, ref.centered().cxx, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got.cxy, ref.centered().cxy, rtol=1e-9, atol=1e-9)
+        train = restored.train_gram(np.array([g]))
+        ref = GramStats(precision="float64").update(Z[codes != g], W[codes != g][:, genes])
+        np.testing.assert_allclose(train.cxy, ref.centered().cxy, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(train.mean_x, ref.centered().mean_x, rtol=1e-9, atol=1e-9)
+    total = GramStats(precision="float64").update(Z, W).centered()
+    np.testing.assert_allclose(restored.total.centered().cxy, total.cxy, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(restored.total.centered().mean_y, total.mean_y, atol=1e-9)

@@ -33,7 +33,12 @@ from geneinfer.models.gram import (
     default_block_rows,
     iter_row_blocks,
 )
-from geneinfer.models.gram_cv import HeldOutGroup, grouped_stats, iter_folds
+from geneinfer.models.gram_cv import (
+    GroupedGramStats,
+    HeldOutGroup,
+    grouped_stats,
+    iter_folds,
+)
 from geneinfer.models.selection import (
     GroupFolds,
     GroupScores,
@@ -238,9 +243,13 @@ class GramLinearModel(ClassicalModel):
         genes = self._cv_genes(Y.shape[1])
         stats = grouped_stats(X, Y, folds, genes, precision=self.precision,
                               block_rows=self.block_rows)
+        self._fit_from_groups(stats, folds)
+
+    def _fit_from_groups(self, stats: GroupedGramStats, folds: GroupFolds) -> None:
         full = stats.total.centered()
         grid, ctx = self._cv_prepare(full)
         floor = stats.variance_floor()
+        genes = stats.genes
         board = GroupScores(len(grid), len(genes))
         for train, held in iter_folds(stats, folds):
             for code, scores in self._cv_fold_scores(train, held, grid, ctx, full.n, genes,
@@ -255,6 +264,35 @@ class GramLinearModel(ClassicalModel):
             scores=board.overall(), score="within-group-z-mse", genes_scored=len(genes),
         )
         self._set_coefficients(full, coef)
+
+    def chooses_hyperparameters(self) -> bool:
+        """Whether this configuration chooses a hyper-parameter from data (and so can use
+        :meth:`fit_grouped_gram`)."""
+        return self._chooses()
+
+    def scored_genes(self, n_targets: int) -> np.ndarray:
+        """Target columns study-aware selection scores (the per-group sums to keep)."""
+        return self._cv_genes(n_targets)
+
+    def fit_grouped_gram(self, stats: GroupedGramStats, folds: GroupFolds) -> GramLinearModel:
+        """Choose over the held-out groups of ``folds`` and fit on every row, from per-group
+        sums accumulated elsewhere (e.g. streamed out of core and standardised, see
+        :mod:`geneinfer.train.outofcore`); the same choice and fit as :meth:`fit` with
+        ``groups`` on the rows they came from. ``stats.genes`` must be
+        :meth:`scored_genes`."""
+        for key in ("selection_", "cv_scores_", "cv_genes_", *self._selection_attrs):
+            self.__dict__.pop(key, None)
+        gram = stats.total
+        self.n_features_in_ = int(gram.sxx.shape[0])
+        self.__dict__.pop("feature_names_in_", None)
+        self.single_target_ = False
+        self.n_targets_ = int(gram.sxy.shape[1])
+        if not self._chooses():
+            self._finish(gram.centered())
+        else:
+            self._fit_from_groups(stats, folds)
+        self._stats = None
+        return self
 
     def _grid_values(self, grid: np.ndarray) -> Any:
         """The candidates as recorded in ``selection_``."""

@@ -387,6 +387,45 @@ class GramStats:
         out += self
         return out
 
+    _STATE = ("shift_x", "shift_y", "sx", "sy", "sxx", "sxy", "syy")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The sums as arrays (for a checkpoint); empty before the first block."""
+        if self.n == 0 or self.sxx is None:
+            return {}
+        return {"n": np.asarray(self.n), **{k: np.asarray(getattr(self, k))
+                                            for k in self._STATE}}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> GramStats:
+        """Restore sums saved by :meth:`state` (in place; returns ``self``)."""
+        if "n" not in arrays:
+            return self
+        self.n = int(arrays["n"])
+        for k in self._STATE:
+            setattr(self, k, np.array(arrays[k], dtype=np.float64))
+        return self
+
+    def standardize_(self, mean_x: np.ndarray, scale_x: np.ndarray, mean_y: np.ndarray,
+                     scale_y: np.ndarray) -> GramStats:
+        """Turn the sums into those of ``(x - mean_x) / scale_x`` and ``(y - mean_y) / scale_y``
+        (in place; returns ``self``). Exact: each variable only changes origin and scale, so
+        the sums about the shift are divided by the scales and the shift moves with them.
+        Sums standardised with the same vectors can still be added and subtracted."""
+        if self.shift_x is None or self.sxx is None:
+            return self
+        sx = np.asarray(scale_x, dtype=np.float64)
+        sy = np.asarray(scale_y, dtype=np.float64)
+        self.shift_x = (self.shift_x - mean_x) / sx
+        self.shift_y = (self.shift_y - mean_y) / sy
+        self.sx = self.sx / sx
+        self.sy = self.sy / sy
+        self.sxx = self.sxx / sx[:, None]
+        self.sxx /= sx[None, :]
+        self.sxy = self.sxy / sx[:, None]
+        self.sxy /= sy[None, :]
+        self.syy = self.syy / sy**2
+        return self
+
     # ------------------------------------------------------------------ results
     def _sxx_full(self) -> np.ndarray:
         """``sxx`` holds the upper triangle (from syrk); mirror it."""

@@ -38,7 +38,12 @@ from geneinfer.models.gram import (
     default_block_rows,
     one_blas_thread,
 )
-from geneinfer.models.selection import GroupFolds, constant_floor, zscore_mse_from_moments
+from geneinfer.models.selection import (
+    MIN_GROUP_ROWS,
+    GroupFolds,
+    constant_floor,
+    zscore_mse_from_moments,
+)
 
 #: a block whose runs of same-group rows average at least this many rows is processed one
 #: run at a time (one product per run); below, gathered per group
@@ -48,21 +53,29 @@ MIN_RUN_ROWS = 512
 class GroupedGramStats:
     """Sums of all rows (all targets) and per-group sums (targets ``genes``) in one pass.
 
+    Each group a fold holds out has its own sums; the rows of every other group (too small
+    to score, or not scored) share one pooled part, so memory grows with the scored groups
+    only.
+
     Parameters
     ----------
-    n_groups
-        Number of group codes (rows carry codes ``0..n_groups-1``).
+    folds
+        The folds (their ``codes`` are the group codes rows carry, ``0..n_groups-1``).
     genes
         Target columns kept per group (sorted indices).
     precision
         Dtype of the block products (see :class:`~geneinfer.models.gram.GramStats`).
     """
 
-    def __init__(self, n_groups: int, genes: np.ndarray, *, precision: Precision) -> None:
+    def __init__(self, folds: GroupFolds, genes: np.ndarray, *, precision: Precision) -> None:
         self.precision = precision
         self.genes = np.asarray(genes, dtype=np.int64)
         self.total = GramStats(precision=precision)
-        self.parts: list[GramStats | None] = [None] * n_groups
+        scored = np.unique(np.concatenate(folds.folds)) if folds.folds else np.zeros(0, int)
+        #: part index of each group code: its own for scored groups, the pooled one else
+        self.part_of = np.full(folds.n_groups, len(scored), dtype=np.int64)
+        self.part_of[scored] = np.arange(len(scored))
+        self.parts: list[GramStats | None] = [None] * (len(scored) + 1)
         self._all_genes: bool | None = None
         self._subset_total: GramStats | None = None
         self._block_cross: np.ndarray | None = None  # sum of one block's run products
@@ -70,13 +83,13 @@ class GroupedGramStats:
     def _cols(self) -> np.ndarray | None:
         return None if self._all_genes else self.genes
 
-    def _part(self, g: int) -> GramStats:
-        part = self.parts[g]
+    def _part(self, k: int) -> GramStats:
+        part = self.parts[k]
         if part is None:
             shift_y = self.total.shift_y[self.genes]
             part = GramStats(precision=self.precision, shift_x=self.total.shift_x,
                              shift_y=shift_y)
-            self.parts[g] = part
+            self.parts[k] = part
         return part
 
     def update(self, X: np.ndarray, Y: np.ndarray, codes: np.ndarray, *, where: str) -> None:
@@ -88,15 +101,16 @@ class GroupedGramStats:
         if self.total.shift_x is None:  # every sum shares the first block's means
             self.total.shift_x = X.mean(axis=0, dtype=np.float64)
             self.total.shift_y = Y.mean(axis=0, dtype=np.float64)
-        runs = list(_runs(codes))
+        parts = self.part_of[np.asarray(codes, dtype=np.int64)]
+        runs = list(_runs(parts))
         if X.shape[0] / len(runs) >= MIN_RUN_ROWS:
             self._update_runs(X, Y, runs, where)
             return
         self.total.update(X, Y, where=where)
-        for g in np.unique(codes):
-            rows = np.flatnonzero(codes == g)
+        for k in np.unique(parts):
+            rows = np.flatnonzero(parts == k)
             y_rows = Y[rows] if self._all_genes else Y[np.ix_(rows, self.genes)]
-            self._part(int(g)).update(X[rows], y_rows, where=where)
+            self._part(int(k)).update(X[rows], y_rows, where=where)
 
     def _update_runs(
         self, X: np.ndarray, Y: np.ndarray, runs: list[tuple[int, int, int]], where: str
@@ -146,17 +160,60 @@ class GroupedGramStats:
         """Centred statistics (scored targets) of every row outside groups ``held``."""
         train = self.subset_total().copy()
         for g in held:
-            part = self.parts[int(g)]
+            part = self.parts[self._own_part(int(g))]
             if part is not None:
                 train -= part
         return train.centered()
 
+    def _own_part(self, g: int) -> int:
+        k = int(self.part_of[g])
+        if k == len(self.parts) - 1:
+            raise ValueError(f"group {g} is not held out by any fold (its rows are pooled)")
+        return k
+
+    def group_rows(self, g: int) -> int:
+        """Rows summed for held-out group ``g``."""
+        part = self.parts[self._own_part(g)]
+        return 0 if part is None else int(part.n)
+
     def group_gram(self, g: int) -> CenteredGram:
         """Group ``g``'s statistics centred about its own means (scored targets)."""
-        part = self.parts[g]
+        part = self.parts[self._own_part(g)]
         if part is None:
             raise ValueError(f"group {g} has no rows")
         return part.centered()
+
+    def standardize_(self, mean_x: np.ndarray, scale_x: np.ndarray, mean_y: np.ndarray,
+                     scale_y: np.ndarray) -> GroupedGramStats:
+        """Every sum turned into that of the standardised variables
+        (:meth:`GramStats.standardize_`; the parts with the scored targets' vectors)."""
+        self.total.standardize_(mean_x, scale_x, mean_y, scale_y)
+        for part in self.parts:
+            if part is not None:
+                part.standardize_(mean_x, scale_x, mean_y[self.genes], scale_y[self.genes])
+        self._subset_total = None
+        return self
+
+    def state(self) -> dict[str, np.ndarray]:
+        """All sums as arrays (``total.*``, ``part<k>.*``), for a checkpoint."""
+        out = {f"total.{k}": v for k, v in self.total.state().items()}
+        for k, part in enumerate(self.parts):
+            if part is not None:
+                out.update({f"part{k}.{key}": v for key, v in part.state().items()})
+        return out
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> GroupedGramStats:
+        """Restore sums saved by :meth:`state` with the same folds and genes."""
+        def prefixed(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        self.total.load_state(prefixed("total."))
+        for k in range(len(self.parts)):
+            saved = prefixed(f"part{k}.")
+            if saved:
+                self.parts[k] = GramStats(precision=self.precision).load_state(saved)
+        self._subset_total = None
+        return self
 
     def variance_floor(self) -> np.ndarray:
         """Per-row variance of each scored target below which it counts as constant."""
@@ -183,7 +240,7 @@ def grouped_stats(
     block_rows: int | None = None,
 ) -> GroupedGramStats:
     """Accumulate :class:`GroupedGramStats` of in-memory ``X``, ``Y`` in row blocks."""
-    stats = GroupedGramStats(folds.n_groups, genes, precision=precision)
+    stats = GroupedGramStats(folds, genes, precision=precision)
     step = block_rows or default_block_rows(Y.shape[1])
     for start in range(0, X.shape[0], step):
         xb, yb = X[start : start + step], Y[start : start + step]
@@ -206,7 +263,9 @@ def iter_folds(
 ) -> Iterator[tuple[CenteredGram, list[HeldOutGroup]]]:
     """Per fold: the training statistics and the held-out groups (scored targets)."""
     for held in folds.folds:
-        groups = [HeldOutGroup(int(g), stats.group_gram(int(g))) for g in held]
+        # a group planned from its size may have lost rows (incomplete profiles out of core)
+        kept = [int(g) for g in held if stats.group_rows(int(g)) >= MIN_GROUP_ROWS]
+        groups = [HeldOutGroup(g, stats.group_gram(g)) for g in kept]
         yield stats.train_gram(held), groups
 
 

@@ -34,7 +34,12 @@ from geneinfer.models.gram import (
     residual_ss_perp,
     validation_sse,
 )
-from geneinfer.models.gram_cv import HeldOutGroup, RidgeFoldScorer, score_coefficients
+from geneinfer.models.gram_cv import (
+    GroupedGramStats,
+    HeldOutGroup,
+    RidgeFoldScorer,
+    score_coefficients,
+)
 from geneinfer.models.selection import (
     GroupFolds,
     GroupScores,
@@ -507,10 +512,10 @@ class Lasso(GramLinearModel):
         self._stats = stats
         self._set_coefficients(gram, chosen)
 
-    def _fit_grouped(self, X: np.ndarray, Y: np.ndarray, folds: GroupFolds) -> None:
+    def _fit_from_groups(self, stats: GroupedGramStats, folds: GroupFolds) -> None:
         self._solvers: list[_GramLasso] = []
         try:
-            super()._fit_grouped(X, Y, folds)
+            super()._fit_from_groups(stats, folds)
         finally:
             del self._solvers
 

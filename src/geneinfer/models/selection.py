@@ -114,13 +114,22 @@ class GroupFolds:
                 "n_groups_scored": self.n_scored, "n_folds": len(self.folds)}
 
 
-def plan_folds(groups: Any, n_rows: int) -> GroupFolds | None:
-    """The folds the rule of the module docstring gives, or ``None`` for the single-group rule."""
+def plan_folds(groups: Any, n_rows: int, *, max_scored: int | None = None,
+               seed: int = 0) -> GroupFolds | None:
+    """The folds the rule of the module docstring gives, or ``None`` for the single-group rule.
+
+    ``max_scored`` caps the groups held out and scored (out of core, where each scored group
+    keeps its own sums): above it, a seeded sample of ``max_scored`` scorable groups is
+    held out, and the other groups always train.
+    """
     if groups is None:
         return None
     codes, n_groups = group_codes(groups, n_rows)
     sizes = np.bincount(codes, minlength=n_groups)
     scorable = np.flatnonzero(sizes >= MIN_GROUP_ROWS)
+    if max_scored is not None and scorable.size > max_scored:
+        rng = np.random.default_rng([seed, 11])
+        scorable = np.sort(rng.choice(scorable, max(int(max_scored), 0), replace=False))
     if scorable.size < 2:
         return None
     if scorable.size <= LOGO_MAX_GROUPS:

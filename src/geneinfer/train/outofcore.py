@@ -18,9 +18,15 @@ Passes (each streams blocks of samples, read ahead in a background thread):
    training profiles when there are fewer: then the reference is exactly the in-memory one).
 3. **statistics** - every block once: the per-gene means and standard deviations of the
    normalised profiles (standardisation), the training means of the landmarks, the
-   validation profiles; linear models add the block's ``X'X`` and ``X'Y``.
-4. **fit** - linear models solve from those sums (:meth:`GramLinearModel.fit_gram`, with
-   the standardisation applied to the sums exactly); neural models train on a
+   validation profiles; linear models add the block's ``X'X`` and ``X'Y``, and those that
+   choose a hyper-parameter (ridge's alpha, PCR's components) also keep the sums of each
+   training group a fold holds out (:class:`~geneinfer.models.gram_cv.GroupedGramStats`:
+   at most :data:`MAX_SCORED_GROUPS` groups, a seeded sample, within
+   :data:`GROUP_SUMS_SHARE` of the budget; the other groups' rows share one pooled sum).
+4. **fit** - linear models solve from those sums, with the standardisation applied to the
+   sums exactly: choosing over the held-out training groups as in memory
+   (:meth:`GramLinearModel.fit_grouped_gram`; by GCV with fewer than two scorable groups,
+   :meth:`GramLinearModel.fit_gram`); neural models train on a
    :class:`~geneinfer.train.blocks.StreamedSource` (a new chunk order every epoch, rows
    shuffled within windows of several chunks, each torchrun rank reading its own chunks).
 5. **validation** - per-gene metrics on the held-out profiles, as in memory.
@@ -28,11 +34,12 @@ Passes (each streams blocks of samples, read ahead in a background thread):
 Samples with a missing value in a landmark or a target are left out (counted); near-duplicate
 removal compares all profiles with each other and is skipped (a message says so).
 
-What each model supports out of core (:data:`OUT_OF_CORE`): ``ols``, ``ridge`` (alpha by GCV
-from the sums), ``pcr`` and ``knn-ge`` / ``lasso`` with a fixed ``k`` / ``alpha`` from the
-sums; ``dgex`` and ``autoencoder`` from the stream. ``knn``, ``svr``, ``cnn``, ``ridge-mlp``,
-``per-gene-best`` and ``stack`` need all rows in memory and are refused with the reason;
-without ``--model`` out of core, ridge is trained (the default stack's anchor).
+What each model supports out of core (:data:`OUT_OF_CORE`): ``ols``, ``ridge`` (alpha over
+held-out training groups from per-group sums), ``pcr`` and ``knn-ge`` / ``lasso`` with a
+fixed ``k`` / ``alpha`` from the sums; ``dgex`` and ``autoencoder`` from the stream.
+``knn``, ``svr``, ``cnn``, ``ridge-mlp``, ``per-gene-best`` and ``stack`` need all rows in
+memory and are refused with the reason; without ``--model`` out of core, ridge is trained
+(the default stack's anchor).
 
 Resuming: the pass position, the running sums and the validation rows read so far are saved
 under ``<checkpoint_dir>/outofcore`` every :data:`CHECKPOINT_SECONDS` and at the end of each
@@ -75,9 +82,11 @@ from geneinfer.io import (
 from geneinfer.io.attributes import AttributedBlocks
 from geneinfer.io.gct import read_gct_header
 from geneinfer.models.bundle import InferenceModel
-from geneinfer.models.gram import CenteredGram, GramStats
+from geneinfer.models.gram import GramStats
+from geneinfer.models.gram_cv import GroupedGramStats
 from geneinfer.models.nn.trainer import BatchSource
 from geneinfer.models.registry import make_model, param_names
+from geneinfer.models.selection import GroupFolds, plan_folds
 from geneinfer.preprocess import Harmonizer, ProfilePreprocessor, QuantileNormalizer, Standardizer
 from geneinfer.preprocess.pipeline import STATE_VERSION as PREPROCESS_STATE_VERSION
 from geneinfer.train.blocks import Block, InputPlan, StreamedSource, plan_blocks, prefetch
@@ -115,13 +124,21 @@ _BYTES_PER_OUTPUT_VALUE = 20
 MIN_BLOCK_ROWS = 16
 #: share of the memory budget for the neural models' shuffle windows (three in flight)
 WINDOW_SHARE = 0.12
+#: linear models that choose a hyper-parameter do so over held-out training groups, each
+#: scored group keeping its own sums (~15 MB at 943 landmarks and 1,000 scored genes): at
+#: most this many groups are scored (a seeded sample; the others always train) ...
+MAX_SCORED_GROUPS = 50
+#: ... and their sums take at most this share of the memory budget
+GROUP_SUMS_SHARE = 0.15
 STATE_VERSION = 1
 
 #: model name -> how it trains out of core (the others need every row in memory)
 OUT_OF_CORE: dict[str, str] = {
     "ols": "from the streamed X'X and X'Y sums: the same fit as in memory",
-    "ridge": "from the streamed sums; alpha by GCV on them (as in memory without groups)",
-    "pcr": "from the streamed sums; the number of components by GCV on them",
+    "ridge": "from the streamed sums; alpha over held-out training groups from per-group "
+             "sums (as in memory), by GCV with a single group",
+    "pcr": "from the streamed sums; the number of components over held-out training groups "
+           "(by GCV with a single group)",
     "knn-ge": "from the streamed sums with a fixed k (--param k=N)",
     "lasso": "from the streamed sums with a fixed alpha (--param alpha=A)",
     "dgex": "mini-batches streamed in a new shuffled order every epoch",
@@ -302,6 +319,7 @@ class _Plan:
     block_rows: int
     blocks: list[Block]
     window_rows: int
+    max_scored: int = 0  # training groups study-aware selection may score (0: none)
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -403,14 +421,31 @@ def _valid_split(groups: np.ndarray, n_names: int, n_valid: int, seed: int
     return mask, f"held-out {n_valid} random training samples"
 
 
+def _scored_group_limit(budget: int, *, n_landmarks: int, scored_genes: int) -> tuple[int, int]:
+    """(training groups study-aware selection may score, bytes their sums take): each
+    scored group's sums, plus the pooled part and a fold's working copies."""
+    if not scored_genes:
+        return 0, 0
+    part = 8 * (n_landmarks + 1) * (n_landmarks + scored_genes + 2)
+    extra = 5  # the pooled rows, the subset total, a fold's copy and its centred sums
+    limit = int(min(MAX_SCORED_GROUPS, GROUP_SUMS_SHARE * budget // part - extra))
+    return (limit, (limit + extra) * part) if limit >= 2 else (0, 0)
+
+
 def _budget_plan(budget: int, *, n_read: int, n_out: int, n_landmarks: int, n_targets: int,
-                 mode: str, n_total: int, fraction: float, alignment: int, source: str
-                 ) -> tuple[int, int, int]:
-    """(block rows, validation cap, window rows) that fit ``budget``; an error if none does."""
+                 mode: str, n_total: int, fraction: float, alignment: int, source: str,
+                 scored_genes: int = 0) -> tuple[int, int, int, int]:
+    """(block rows, validation cap, window rows, scored groups) that fit ``budget``; an
+    error if none does. ``scored_genes``: targets a linear model scores when it chooses
+    over groups (0: it does not)."""
     per_value = 4 * n_out
     fixed = BASE_BYTES
+    max_scored = 0
     if mode == "gram":  # float64 sums, their centred copy and the solver's work arrays
         fixed += 8 * (n_landmarks + 1) * (n_landmarks + n_targets) * 4
+        max_scored, group_bytes = _scored_group_limit(budget, n_landmarks=n_landmarks,
+                                                      scored_genes=scored_genes)
+        fixed += group_bytes
     else:  # network weights, gradients and optimizer state: a share of the budget
         fixed += budget // 4
     valid_cap = int(0.15 * budget // (3 * per_value))
@@ -430,12 +465,13 @@ def _budget_plan(budget: int, *, n_read: int, n_out: int, n_landmarks: int, n_ta
         )
     rows = min(rows, 65_536)
     window = int(max(alignment, min(32_768, budget * WINDOW_SHARE // (3 * per_value))))
-    return max(smallest, (rows // alignment) * alignment or rows), n_valid, window
+    return max(smallest, (rows // alignment) * alignment or rows), n_valid, window, max_scored
 
 
 def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel: Any, *,
                data_dir: Any, valid: Any, fraction: float, budget: int, mode: str,
-               groups: str | None = None) -> _Plan:
+               groups: str | None = None,
+               scored_genes: Callable[[int], int] | None = None) -> _Plan:
     genes = _common_genes(harmonizers)
     pobj = panel if isinstance(panel, Panel) else get_panel(panel, data_dir=data_dir)
     match = match_panel(pobj, genes, source=", ".join(r.source for r in readers))
@@ -456,11 +492,12 @@ def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel:
                              f"{MIN_TRAIN_SAMPLES + 1})")
     n_read = max(len(p.reader.gene_ids) if p.read_cols is None else len(p.read_cols)
                  for p in plans)
-    block_rows, n_valid, window = _budget_plan(
+    block_rows, n_valid, window, max_scored = _budget_plan(
         budget, n_read=n_read, n_out=len(wanted), n_landmarks=len(match.landmarks),
         n_targets=len(match.targets), mode=mode, n_total=n_total,
         fraction=0.0 if valid is not None else fraction,
-        alignment=max(p.alignment for p in plans), source=plans[0].name)
+        alignment=max(p.alignment for p in plans), source=plans[0].name,
+        scored_genes=scored_genes(len(match.targets)) if scored_genes else 0)
     if valid is not None:
         mask, desc = np.zeros(n_total, dtype=bool), os.fspath(valid)
     else:
@@ -472,7 +509,24 @@ def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel:
             desc += f" (the share {fraction:g} capped to fit the memory limit)"
     blocks = plan_blocks(plans, block_rows)
     return _Plan(plans, match, n_total, groups.astype(np.int64), [str(x) for x in names],
-                 ", ".join(dict.fromkeys(columns)), mask, desc, block_rows, blocks, window)
+                 ", ".join(dict.fromkeys(columns)), mask, desc, block_rows, blocks, window,
+                 max_scored)
+
+
+def _selection_folds(plan: _Plan) -> tuple[GroupFolds, np.ndarray] | None:
+    """Folds of the training groups for study-aware selection of a linear model (at most
+    ``plan.max_scored`` scored), and each group's code in them (-1: validation only);
+    ``None`` where the single-group rule applies."""
+    if plan.max_scored < 2:
+        return None
+    train = plan.groups[~plan.valid_mask]
+    folds = plan_folds(train, len(train), max_scored=plan.max_scored, seed=SPLIT_SEED)
+    if folds is None:
+        return None
+    fold_code = np.full(len(plan.group_names), -1, dtype=np.int64)
+    present = np.unique(train)
+    fold_code[present] = np.arange(len(present))
+    return folds, fold_code
 
 
 def _fingerprint(plan: _Plan, settings: dict[str, Any]) -> str:
@@ -599,6 +653,8 @@ class _Stats:
     landmarks: Standardizer = field(default_factory=Standardizer)
     targets: Standardizer = field(default_factory=Standardizer)
     gram: GramStats | None = None
+    #: per-group sums for study-aware selection (its ``total`` is ``gram``)
+    grouped: GroupedGramStats | None = None
     usable: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     n_incomplete: int = 0
 
@@ -611,15 +667,19 @@ class _Stats:
             std = getattr(self, part)
             if getattr(std, "n_features_in_", None):
                 out.update({f"{part}.{k}": v for k, v in std.accumulator_state().items()})
-        g = self.gram
-        if g is not None and g.n:
-            out.update({f"gram.{k}": np.asarray(getattr(g, k))
-                        for k in ("n", "shift_x", "shift_y", "sx", "sy", "sxx", "sxy", "syy")})
+        if self.grouped is not None:
+            out.update({f"grouped.{k}": v for k, v in self.grouped.state().items()})
+        elif self.gram is not None:
+            out.update({f"gram.{k}": v for k, v in self.gram.state().items()})
         return out
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], gram: GramStats | None) -> _Stats:
-        obj = cls(gram=gram)
+    def from_arrays(cls, arrays: dict[str, np.ndarray], gram: GramStats | None,
+                    grouped: GroupedGramStats | None = None) -> _Stats:
+        def prefixed(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        obj = cls(gram=gram, grouped=grouped)
         n = int(arrays["n_usable"])
         obj.usable = np.unpackbits(arrays["usable"], count=n).astype(bool)
         for part in cls._PARTS:
@@ -627,11 +687,10 @@ class _Stats:
                     if k.startswith(f"{part}.")}
             if keys:
                 setattr(obj, part, Standardizer.from_accumulator_state(keys))
-        if gram is not None and "gram.n" in arrays:
-            gram.shift_x, gram.shift_y = arrays["gram.shift_x"], arrays["gram.shift_y"]
-            gram.n = int(arrays["gram.n"])
-            for k in ("sx", "sy", "sxx", "sxy", "syy"):
-                setattr(gram, k, np.array(arrays[f"gram.{k}"], dtype=np.float64))
+        if grouped is not None:
+            grouped.load_state(prefixed("grouped."))
+        elif gram is not None:
+            gram.load_state(prefixed("gram."))
         return obj
 
 
@@ -716,11 +775,20 @@ def _reference_pass(plan: _Plan, ckpt: _Checkpoint, *, n_reference: int, progres
 
 
 def _statistics_pass(plan: _Plan, ckpt: _Checkpoint, *, refs: tuple | None, gram: bool,
-                     precision: str, progress: bool) -> tuple[_Stats, dict[str, Any]]:
+                     precision: str, progress: bool,
+                     selection: tuple[GroupFolds, np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[_Stats, dict[str, Any]]:
+    """``selection``: (folds, each group's fold code, scored genes) to keep per-group sums."""
     state = ckpt.state.get("statistics", {})
     arrays = ckpt.arrays("statistics") if state else None
-    stats_gram = GramStats(precision=precision) if gram else None  # type: ignore[arg-type]
-    stats = _Stats.from_arrays(arrays, stats_gram) if arrays else _Stats(gram=stats_gram)
+    grouped = None
+    if gram and selection is not None:
+        grouped = GroupedGramStats(selection[0], selection[2], precision=precision)  # type: ignore[arg-type]
+        stats_gram = grouped.total
+    else:
+        stats_gram = GramStats(precision=precision) if gram else None  # type: ignore[arg-type]
+    stats = (_Stats.from_arrays(arrays, stats_gram, grouped) if arrays
+             else _Stats(gram=stats_gram, grouped=grouped))
     if not len(stats.usable):
         stats.usable = np.zeros(plan.n_total, dtype=bool)
     stats.n_incomplete = int(state.get("n_incomplete", 0))
@@ -744,9 +812,12 @@ def _statistics_pass(plan: _Plan, ckpt: _Checkpoint, *, refs: tuple | None, gram
             Xt, Yt = refs[0].transform(Xt), refs[1].transform(Yt)
         stats.landmarks.partial_fit(Xt)
         stats.targets.partial_fit(Yt)
-        if stats.gram is not None:
-            stats.gram.update(Xt, Yt, where=f"{plan.inputs[block.source].name}, samples "
-                              f"{block.start}..{block.stop}")
+        where = f"{plan.inputs[block.source].name}, samples {block.start}..{block.stop}"
+        if stats.grouped is not None:
+            codes = selection[1][plan.groups[rows[train]]]  # type: ignore[index]
+            stats.grouped.update(Xt, Yt, codes, where=where)
+        elif stats.gram is not None:
+            stats.gram.update(Xt, Yt, where=where)
 
     def save(next_block: int) -> None:
         ckpt.save("statistics", next_block, stats.to_arrays(),
@@ -756,7 +827,9 @@ def _statistics_pass(plan: _Plan, ckpt: _Checkpoint, *, refs: tuple | None, gram
     if start < len(plan.blocks):
         seconds = _run_pass(plan, plan.blocks, start=start, desc="statistics",
                             progress=progress, consume=consume, save=save)
-    if stats.gram is not None:
+    if stats.grouped is not None:
+        stats.grouped.release_workspace()
+    elif stats.gram is not None:
         stats.gram.release_workspace()
     n_train = int(stats.usable.sum())
     if n_train < MIN_TRAIN_SAMPLES:
@@ -782,19 +855,18 @@ def _preprocessor(refs: tuple | None, stats: _Stats, *, standardize: bool, n_lan
     return ProfilePreprocessor.from_state(arrays, meta)
 
 
-def _standardized_gram(stats: _Stats, standardize: bool) -> CenteredGram:
-    """Centred sums of the preprocessed (standardised) profiles, from the sums of the
-    normalised ones: each variable only changes scale and origin, so this is exact."""
-    g = stats.gram.centered()  # type: ignore[union-attr]
+def _standardize_sums(stats: _Stats, standardize: bool) -> None:
+    """Turn the sums of the normalised profiles into those of the preprocessed
+    (standardised) ones, in place and exactly (:meth:`GramStats.standardize_`); the
+    per-group sums too."""
     if not standardize:
-        return g
-    sx, sy = stats.landmarks.scale_, stats.targets.scale_
-    g.cxx /= sx[:, None]
-    g.cxx /= sx[None, :]
-    g.cxy /= sx[:, None]
-    g.cxy /= sy[None, :]
-    return CenteredGram(g.n, (g.mean_x - stats.landmarks.mean_) / sx,
-                        (g.mean_y - stats.targets.mean_) / sy, g.cxx, g.cxy, g.cyy / sy**2)
+        return
+    means = (stats.landmarks.mean_, stats.landmarks.scale_, stats.targets.mean_,
+             stats.targets.scale_)
+    if stats.grouped is not None:
+        stats.grouped.standardize_(*means)
+    elif stats.gram is not None:
+        stats.gram.standardize_(*means)
 
 
 def _model_stats(est: Any, stats: _Stats, standardize: bool) -> dict[str, np.ndarray]:
@@ -927,8 +999,10 @@ def train_streamed(
     (training profiles the quantile reference is computed from). ``groups`` names the
     sample-metadata column of the studies (default: the readers' own, ARCHS4 series or
     GTEx tissue, else the file); whole groups are held out for validation and early
-    stopping. Hyper-parameters that linear models choose are chosen by GCV on the sums
-    (``refit`` does not apply: the validation profiles are never trained on). ``nonfinite``
+    stopping. Hyper-parameters that linear models choose are chosen over the training
+    groups from per-group sums, as in memory (by GCV on the sums with fewer than two
+    groups; ``refit`` does not apply: the validation profiles are never trained on).
+    ``nonfinite``
     is the readers' policy for infinite values.
     """
     del refit  # out of core the held-out profiles stay out (no second pass over the data)
@@ -951,12 +1025,21 @@ def train_streamed(
         readers = _open_all(items, sample_attributes, stack, nonfinite=nonfinite)
         harmonizers = _harmonize_inputs(readers, scale=scale, annotation=annotation,
                                         data_dir=data_dir, progress=progress)
+        chooses = mode == "gram" and est.chooses_hyperparameters()
         plan = _make_plan(readers, harmonizers, panel, data_dir=data_dir, valid=valid,
-                          fraction=valid_fraction, budget=budget, mode=mode, groups=groups)
+                          fraction=valid_fraction, budget=budget, mode=mode, groups=groups,
+                          scored_genes=(lambda t: len(est.scored_genes(t))) if chooses
+                          else None)
+        folds = _selection_folds(plan) if chooses else None
+        selection = None if folds is None else (
+            *folds, est.scored_genes(len(plan.targets)))
         precision = str(est.get_params().get("precision", "float32"))
         settings = {"quantile": quantile, "standardize": standardize, "mode": mode,
                     "precision": precision, "reference_samples": int(reference_samples),
-                    "budget_blocks": plan.block_rows}
+                    "budget_blocks": plan.block_rows,
+                    "scored_groups": None if selection is None else
+                    [f.tolist() for f in selection[0].folds],
+                    "scored_genes": None if selection is None else selection[2].tolist()}
         plan.fingerprint = _fingerprint(plan, settings)
         if progress:
             _say(f"{plan.n_total} profiles in {len(plan.inputs)} input(s), "
@@ -975,7 +1058,8 @@ def train_streamed(
             refs = (qx, qy)
         stats, passes["statistics"] = _statistics_pass(plan, ckpt, refs=refs,
                                                        gram=mode == "gram",
-                                                       precision=precision, progress=progress)
+                                                       precision=precision, progress=progress,
+                                                       selection=selection)
         pre = _preprocessor(refs, stats, standardize=standardize,
                             n_landmarks=len(plan.landmarks), n_targets=len(plan.targets))
         means = stats.raw_landmarks.mean_.astype(np.float32)
@@ -990,8 +1074,12 @@ def train_streamed(
                                  "missing values); give a validation file (--valid)")
         t_fit = time.monotonic()
         if mode == "gram":
-            est.fit_gram(_standardized_gram(stats, standardize))
-            stats.gram = None
+            _standardize_sums(stats, standardize)
+            if stats.grouped is not None and selection is not None:
+                est.fit_grouped_gram(stats.grouped, selection[0])
+            else:
+                est.fit_gram(stats.gram.centered())  # type: ignore[union-attr]
+            stats.gram = stats.grouped = None
         else:
             ms = _model_stats(est, stats, standardize)
             Y_fill = np.where(np.isnan(Y_va), stats.raw_targets.mean_[None, :],
@@ -1046,6 +1134,7 @@ def _describe(bundle: InferenceModel, plan: _Plan, stats: _Stats, passes: dict[s
         "validation": plan.valid_desc,
         "validation_rule": "group-holdout" if len(plan.group_names) > 1 else "holdout",
         "validation_used_for_early_stopping": hasattr(bundle.estimator, "fit_stream"),
+        "selection": getattr(bundle.estimator, "selection_", None),
         "panel": plan.match.summary(),
         "n_train_samples": n_train,
         "n_valid_samples": int(n_valid),
