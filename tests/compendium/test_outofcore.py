@@ -67,6 +67,8 @@ def test_streamed_ridge_equals_in_memory_ridge(shared, split_files, groups, rule
     np.testing.assert_allclose(np.asarray(chosen["scores"])[near],
                                np.asarray(want["scores"])[near], rtol=1e-3)
     assert streamed.info["selection"]["method"] == rule
+    for key in ("column", "n_groups", "sizes"):
+        assert streamed.info["groups"][key] == memory.info["groups"][key], key
     assert streamed.estimator.alpha_ == pytest.approx(memory.estimator.alpha_, rel=1e-6)
     X = _valid_landmarks(streamed, valid, shared)
     np.testing.assert_allclose(streamed.predict_log2(X), memory.predict_log2(X), atol=1e-4)

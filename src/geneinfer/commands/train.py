@@ -20,6 +20,7 @@ from geneinfer.commands.options import (
 )
 from geneinfer.errors import ConfigError, DataUnavailableError, GeneinferError
 from geneinfer.models.bundle import MODEL_JSON, check_model_path, read_model_doc
+from geneinfer.models.nn.distributed import finish as finish_distributed
 from geneinfer.models.registry import MODEL_NAMES
 from geneinfer.public_data import locate_registered_file
 from geneinfer.scales import CONVERTIBLE
@@ -242,15 +243,24 @@ def _train(args: argparse.Namespace, params: dict[str, Any], fingerprint: str) -
         progress=args.progress,
         nonfinite=args.nonfinite,
     )
-    if not _is_main_process():
-        return 0  # under torchrun every rank trains; rank 0 alone writes the model
-    model.info[FIT_FINGERPRINT] = fingerprint
-    path = model.save(args.out)
-    if not args.checkpoint_dir:
-        shutil.rmtree(ckpt, ignore_errors=True)  # the saved model supersedes them
-    if not args.quiet:
-        print(format_summary(model, path))
-    return 0
+    try:
+        if not _is_main_process():
+            return 0  # under torchrun every rank trains; rank 0 alone writes the model
+        model.info[FIT_FINGERPRINT] = fingerprint
+        path = model.save(args.out)
+        if not args.checkpoint_dir:
+            shutil.rmtree(ckpt, ignore_errors=True)  # the saved model supersedes them
+        if not args.quiet:
+            print(format_summary(model, path))
+        return 0
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, every rank waits here for rank 0's save, then all leave together."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        finish_distributed()
 
 
 def fit_fingerprint(args: argparse.Namespace, params: dict[str, Any]) -> str:

@@ -367,8 +367,8 @@ def _group_labels(reader: BlockReader, column: str | None = None) -> tuple[np.nd
     if wanted:
         for name, get in reader.sample_columns():
             if name == wanted:
-                values = np.asarray(get(), dtype=object)
-                return np.array([f"{wanted}={v}" for v in values], dtype=object), wanted
+                # the values alone, as in memory (the column is kept beside them)
+                return np.array([str(v) for v in get()], dtype=object), wanted
         if column:
             have = ", ".join(name for name, _ in reader.sample_columns()[:20]) or "none"
             raise ConfigError(f"--groups {column}: no such sample-metadata column in "

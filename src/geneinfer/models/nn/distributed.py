@@ -67,6 +67,19 @@ def _teardown() -> None:
         dist.destroy_process_group()
 
 
+def finish() -> None:
+    """End a ``torchrun`` job together: wait for every rank, then leave the process group.
+
+    Called by every rank once nothing else is communicated (rank 0 has written the model).
+    A rank that exits while another still works leaves its connections to be torn down at
+    interpreter exit, where gloo can abort the process on a closed peer; leaving together
+    avoids that window. A no-op outside a process group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Average ``values`` over ranks (identity for a single process)."""
     if not info.enabled:
