@@ -19,14 +19,19 @@ import pandas as pd
 from geneinfer.errors import GeneinferError
 
 
-def _pair(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    Y = np.asarray(Y, dtype=np.float64)
-    P = np.asarray(P, dtype=np.float64)
+def _check_scored(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Y, P = np.asarray(Y), np.asarray(P)
     if Y.shape != P.shape or Y.ndim != 2:
         raise GeneinferError(
             f"truth has shape {Y.shape} but predictions have {P.shape}; expected equal "
             "2-D (samples x genes) matrices"
         )
+    return Y, P
+
+
+def _pair(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    Y, P = _check_scored(Y, P)
+    Y, P = Y.astype(np.float64, copy=False), P.astype(np.float64, copy=False)
     both = np.isfinite(Y) & np.isfinite(P)
     return np.where(both, Y, np.nan), np.where(both, P, np.nan), both
 
@@ -72,6 +77,11 @@ def per_gene_pearson(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     """
     Y, P, both = _pair(Y, P)
     n, _, _, syy, spp, syp = _centered_moments(Y, P, both)
+    return _pearson_from_moments(n, syy, spp, syp)
+
+
+def _pearson_from_moments(n: np.ndarray, syy: np.ndarray, spp: np.ndarray, syp: np.ndarray
+                          ) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = syp / np.sqrt(syy * spp)
     bad = (n < 2) | ~(syy > 0) | ~(spp > 0)
@@ -85,7 +95,11 @@ def per_gene_ccc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     scaled, which is what cross-platform use breaks.
     """
     Y, P, both = _pair(Y, P)
-    n, my, mp, syy, spp, syp = _centered_moments(Y, P, both)
+    return _ccc_from_moments(*_centered_moments(Y, P, both))
+
+
+def _ccc_from_moments(n: np.ndarray, my: np.ndarray, mp: np.ndarray, syy: np.ndarray,
+                      spp: np.ndarray, syp: np.ndarray) -> np.ndarray:
     denom = syy + spp + (my - mp) ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
         ccc = 2.0 * syp / denom
@@ -98,33 +112,21 @@ def per_gene_ccc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
 SCORE_COLUMNS = 512
 
 
-def _check_scored(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    Y, P = np.asarray(Y), np.asarray(P)
-    if Y.shape != P.shape or Y.ndim != 2:
-        raise GeneinferError(
-            f"truth has shape {Y.shape} but predictions have {P.shape}; expected equal "
-            "2-D (samples x genes) matrices"
-        )
-    return Y, P
-
-
 def _column_blocks(n_genes: int) -> list[slice]:
     return [slice(j, min(n_genes, j + SCORE_COLUMNS)) for j in range(0, n_genes, SCORE_COLUMNS)]
 
 
 def _block_scores(Y: np.ndarray, P: np.ndarray) -> pd.DataFrame:
+    """Every score of a block of genes from one pairing and one set of moments."""
     Y, P, both = _pair(Y, P)
-    n, my, mp, syy, spp, syp = _centered_moments(Y, P, both)
+    moments = _centered_moments(Y, P, both)
+    n, _, _, syy, spp, syp = moments
     err = Y - P
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = syp / np.sqrt(syy * spp)
-        denom = syy + spp + (my - mp) ** 2
-        ccc = 2.0 * syp / denom
     return pd.DataFrame({
         "mae": _nanmean0(np.abs(err)),
         "rmse": np.sqrt(_nanmean0(err * err)),
-        "r": np.where((n < 2) | ~(syy > 0) | ~(spp > 0), np.nan, np.clip(r, -1.0, 1.0)),
-        "ccc": np.where((n < 2) | ~(denom > 0), np.nan, ccc),
+        "r": _pearson_from_moments(n, syy, spp, syp),
+        "ccc": _ccc_from_moments(*moments),
         "n": both.sum(axis=0),
     })
 
