@@ -254,13 +254,7 @@ def _train(args: argparse.Namespace, params: dict[str, Any], fingerprint: str) -
             print(format_summary(model, path))
         return 0
     finally:
-        _leave_process_group()
-
-
-def _leave_process_group() -> None:
-    """Under torchrun, every rank waits here for rank 0's save, then all leave together."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        finish_distributed()
+        finish_distributed()  # under torchrun every rank waits for rank 0's save here
 
 
 def fit_fingerprint(args: argparse.Namespace, params: dict[str, Any]) -> str:

@@ -24,12 +24,19 @@ torch-based models override both methods.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 JSONValue = Any
+
+
+def arrays_under(arrays: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of a saved state whose names start with ``prefix``, the prefix removed:
+    one part of a state saved as flat ``<part>.<name>`` arrays (``estimator.``, ``net0.``)."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _is_jsonable(value: object) -> bool:

@@ -51,6 +51,7 @@ from geneinfer.errors import GeneinferError, MissingGenesError, ModelFileError
 from geneinfer.expression import ExpressionData
 from geneinfer.genes import GeneIdMap
 from geneinfer.genes.matching import match_genes
+from geneinfer.models.base import arrays_under
 from geneinfer.models.registry import make_model
 from geneinfer.preprocess import (
     MAX_IMPUTE_FRACTION,
@@ -622,16 +623,12 @@ class InferenceModel(RegressorMixin, BaseEstimator):
         if device is not None and "device" in params:
             params["device"] = device
         estimator = make_model(doc["kind"], **params)
-        est_arrays = {
-            k[len(_EST_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_EST_PREFIX)
-        }
-        estimator.load_fitted_state(est_arrays, from_jsonable(doc["estimator_meta"]))
+        estimator.load_fitted_state(arrays_under(arrays, _EST_PREFIX),
+                                    from_jsonable(doc["estimator_meta"]))
         preprocessor = None
         pre = doc.get("preprocessing")
         if pre is not None:
-            p_arrays = {
-                k[len(_PRE_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PRE_PREFIX)
-            }
+            p_arrays = arrays_under(arrays, _PRE_PREFIX)
             meta = from_jsonable(pre["meta"])
             meta["__state_tuple__"] = bool(pre.get("state_tuple", True))
             preprocessor = _preprocessor_from_state(p_arrays, meta)

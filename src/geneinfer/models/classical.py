@@ -149,8 +149,7 @@ class GramLinearModel(ClassicalModel):
         """
         X, Y = self._validate_fit(X, Y, gram_checks_finite=True)
         n_groups = n_distinct(groups, X.shape[0])
-        for key in ("selection_", "cv_scores_", "cv_genes_", *self._selection_attrs):
-            self.__dict__.pop(key, None)
+        self._forget_selection()
         if not self._chooses():
             self._fit_all(X, Y)
             return self
@@ -214,6 +213,19 @@ class GramLinearModel(ClassicalModel):
         """Choose on ``val`` with a model fitted on ``train``, then fit on ``final``."""
         raise NotImplementedError
 
+    def _fit_random_holdout(self, X: np.ndarray, Y: np.ndarray, fraction: float,
+                            random_state: int | None) -> None:
+        """The single-group rule of models without GCV: choose on a seeded random share
+        ``fraction`` of the rows, then fit on every row."""
+        mask = validation_mask(X.shape[0], fraction, random_state)
+        train, val = split_stats(X, Y, mask, precision=self.precision,
+                                 block_rows=self.block_rows)
+        full = GramStats(precision=self.precision)
+        full += train
+        full += val
+        self._fit_holdout(train, val, full)
+        self.selection_["holdout"] = "random"
+
     def _cv_genes(self, n_targets: int) -> np.ndarray:
         """Target columns the cross-validation scores (all when chosen per gene)."""
         per_gene = bool(getattr(self, "alpha_per_gene", False))
@@ -243,15 +255,21 @@ class GramLinearModel(ClassicalModel):
         genes = self._cv_genes(Y.shape[1])
         stats = grouped_stats(X, Y, folds, genes, precision=self.precision,
                               block_rows=self.block_rows)
-        self._fit_from_groups(stats, folds)
+        self._fit_from_groups(stats)
 
-    def _fit_from_groups(self, stats: GroupedGramStats, folds: GroupFolds) -> None:
+    def _forget_selection(self) -> None:
+        """Drop the fitted attributes of an earlier fit's selection rule."""
+        for key in ("selection_", "cv_scores_", "cv_genes_", *self._selection_attrs):
+            self.__dict__.pop(key, None)
+
+    def _fit_from_groups(self, stats: GroupedGramStats) -> None:
+        folds = stats.folds
         full = stats.total.centered()
         grid, ctx = self._cv_prepare(full)
         floor = stats.variance_floor()
         genes = stats.genes
         board = GroupScores(len(grid), len(genes))
-        for train, held in iter_folds(stats, folds):
+        for train, held in iter_folds(stats):
             for code, scores in self._cv_fold_scores(train, held, grid, ctx, full.n, genes,
                                                      floor):
                 board.add(code, scores)
@@ -274,23 +292,17 @@ class GramLinearModel(ClassicalModel):
         """Target columns study-aware selection scores (the per-group sums to keep)."""
         return self._cv_genes(n_targets)
 
-    def fit_grouped_gram(self, stats: GroupedGramStats, folds: GroupFolds) -> GramLinearModel:
-        """Choose over the held-out groups of ``folds`` and fit on every row, from per-group
-        sums accumulated elsewhere (e.g. streamed out of core and standardised, see
-        :mod:`geneinfer.train.outofcore`); the same choice and fit as :meth:`fit` with
+    def fit_grouped_gram(self, stats: GroupedGramStats) -> GramLinearModel:
+        """Choose over the held-out groups of ``stats.folds`` and fit on every row, from
+        per-group sums accumulated elsewhere (e.g. streamed out of core and standardised,
+        see :mod:`geneinfer.train.outofcore`); the same choice and fit as :meth:`fit` with
         ``groups`` on the rows they came from. ``stats.genes`` must be
         :meth:`scored_genes`."""
-        for key in ("selection_", "cv_scores_", "cv_genes_", *self._selection_attrs):
-            self.__dict__.pop(key, None)
-        gram = stats.total
-        self.n_features_in_ = int(gram.sxx.shape[0])
-        self.__dict__.pop("feature_names_in_", None)
-        self.single_target_ = False
-        self.n_targets_ = int(gram.sxy.shape[1])
         if not self._chooses():
-            self._finish(gram.centered())
-        else:
-            self._fit_from_groups(stats, folds)
+            return self.fit_gram(stats.total.centered())
+        self._forget_selection()
+        self._start_from_sums(stats.total.n_features, stats.total.n_targets)
+        self._fit_from_groups(stats)
         self._stats = None
         return self
 
@@ -356,12 +368,16 @@ class GramLinearModel(ClassicalModel):
         rescaled, see :mod:`geneinfer.train.outofcore`); the same solution as
         :meth:`fit_blocks` on the blocks they came from."""
         self._stats = None
-        self.n_features_in_ = gram.cxx.shape[0]
-        self.__dict__.pop("feature_names_in_", None)
-        self.single_target_ = False
-        self.n_targets_ = int(gram.cxy.shape[1])
+        self._start_from_sums(gram.cxx.shape[0], gram.cxy.shape[1])
         self._finish(gram)
         return self
+
+    def _start_from_sums(self, n_features: int, n_targets: int) -> None:
+        """What ``fit`` learns from ``X`` and ``Y`` themselves, for a fit from sums."""
+        self.n_features_in_ = int(n_features)
+        self.__dict__.pop("feature_names_in_", None)
+        self.single_target_ = False
+        self.n_targets_ = int(n_targets)
 
     def _finish(self, gram: CenteredGram) -> None:
         self._set_coefficients(gram, self._solve(gram))

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.linalg import lapack
 from scipy.linalg.blas import get_blas_funcs
 
+from geneinfer.models.base import arrays_under
 from geneinfer.models.gram import (
     BlockProducts,
     CenteredGram,
@@ -69,6 +70,7 @@ class GroupedGramStats:
 
     def __init__(self, folds: GroupFolds, genes: np.ndarray, *, precision: Precision) -> None:
         self.precision = precision
+        self.folds = folds
         self.genes = np.asarray(genes, dtype=np.int64)
         self.total = GramStats(precision=precision)
         scored = np.unique(np.concatenate(folds.folds)) if folds.folds else np.zeros(0, int)
@@ -204,12 +206,9 @@ class GroupedGramStats:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> GroupedGramStats:
         """Restore sums saved by :meth:`state` with the same folds and genes."""
-        def prefixed(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-        self.total.load_state(prefixed("total."))
+        self.total.load_state(arrays_under(arrays, "total."))
         for k in range(len(self.parts)):
-            saved = prefixed(f"part{k}.")
+            saved = arrays_under(arrays, f"part{k}.")
             if saved:
                 self.parts[k] = GramStats(precision=self.precision).load_state(saved)
         self._subset_total = None
@@ -258,11 +257,10 @@ class HeldOutGroup:
     gram: CenteredGram
 
 
-def iter_folds(
-    stats: GroupedGramStats, folds: GroupFolds
-) -> Iterator[tuple[CenteredGram, list[HeldOutGroup]]]:
-    """Per fold: the training statistics and the held-out groups (scored targets)."""
-    for held in folds.folds:
+def iter_folds(stats: GroupedGramStats) -> Iterator[tuple[CenteredGram, list[HeldOutGroup]]]:
+    """Per fold of ``stats.folds``: the training statistics and the held-out groups (scored
+    targets)."""
+    for held in stats.folds.folds:
         # a group planned from its size may have lost rows (incomplete profiles out of core)
         kept = [int(g) for g in held if stats.group_rows(int(g)) >= MIN_GROUP_ROWS]
         groups = [HeldOutGroup(g, stats.group_gram(g)) for g in kept]

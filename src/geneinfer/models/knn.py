@@ -25,7 +25,6 @@ from geneinfer.errors import ConfigError
 from geneinfer.models.classical import (
     ClassicalModel,
     GramLinearModel,
-    split_stats,
     validation_mask,
 )
 from geneinfer.models.gram import CenteredGram, GramStats, Precision, validation_sse
@@ -138,14 +137,7 @@ class KNNGE(GramLinearModel):
         return [k for k in grid if k <= p] or [p]
 
     def _fit_single(self, X: np.ndarray, Y: np.ndarray) -> None:
-        mask = validation_mask(X.shape[0], self.validation_fraction, self.random_state)
-        train, val = split_stats(X, Y, mask, precision=self.precision,
-                                 block_rows=self.block_rows)
-        full = GramStats(precision=self.precision)
-        full += train
-        full += val
-        self._fit_holdout(train, val, full)
-        self.selection_["holdout"] = "random"
+        self._fit_random_holdout(X, Y, self.validation_fraction, self.random_state)
 
     def _fit_holdout(self, train: GramStats, val: GramStats, final: GramStats) -> None:
         """Standardized validation MSE of each ``k``, then the fit on ``final``."""

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from geneinfer.errors import ConfigError
-from geneinfer.models.classical import GramLinearModel, split_stats, validation_mask
+from geneinfer.models.classical import GramLinearModel
 from geneinfer.models.gram import (
     CenteredGram,
     Eigenbasis,
@@ -41,7 +41,6 @@ from geneinfer.models.gram_cv import (
     score_coefficients,
 )
 from geneinfer.models.selection import (
-    GroupFolds,
     GroupScores,
     nan_mean,
     selection_record,
@@ -462,14 +461,7 @@ class Lasso(GramLinearModel):
         return self.alpha is None
 
     def _fit_single(self, X: np.ndarray, Y: np.ndarray) -> None:
-        mask = validation_mask(X.shape[0], self.validation_fraction, self.random_state)
-        train, val = split_stats(X, Y, mask, precision=self.precision,
-                                 block_rows=self.block_rows)
-        full = GramStats(precision=self.precision)
-        full += train
-        full += val
-        self._fit_holdout(train, val, full)
-        self.selection_["holdout"] = "random"
+        self._fit_random_holdout(X, Y, self.validation_fraction, self.random_state)
 
     def _fit_holdout(self, train: GramStats, val: GramStats, final: GramStats) -> None:
         """Path on ``train`` scored by the squared error on ``val``; refit on ``final``."""
@@ -512,10 +504,10 @@ class Lasso(GramLinearModel):
         self._stats = stats
         self._set_coefficients(gram, chosen)
 
-    def _fit_from_groups(self, stats: GroupedGramStats, folds: GroupFolds) -> None:
+    def _fit_from_groups(self, stats: GroupedGramStats) -> None:
         self._solvers: list[_GramLasso] = []
         try:
-            super()._fit_from_groups(stats, folds)
+            super()._fit_from_groups(stats)
         finally:
             del self._solvers
 

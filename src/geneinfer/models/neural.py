@@ -20,7 +20,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from geneinfer.errors import ConfigError, GeneinferError
-from geneinfer.models.base import GeneModel
+from geneinfer.models.base import GeneModel, arrays_under
 from geneinfer.models.nn.modules import build_module
 from geneinfer.models.nn.trainer import BatchSource, TrainConfig, Trainer
 from geneinfer.models.selection import (
@@ -430,8 +430,8 @@ class _NeuralRegressor(GeneModel):
         for i, spec in enumerate(self.module_specs_):
             module = build_module(spec["kind"], spec["n_in"], spec["n_out"], **spec["config"])
             prefix = f"net{i}."
-            weights = {k[len(prefix):]: torch.from_numpy(np.array(v, dtype=np.float32))
-                       for k, v in arrays.items() if k.startswith(prefix)}
+            weights = {k: torch.from_numpy(np.array(v, dtype=np.float32))
+                       for k, v in arrays_under(arrays, prefix).items()}
             module.load_state_dict(weights)
             self.modules_.append(module.eval())
 

@@ -22,7 +22,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from geneinfer.errors import ConfigError, GeneinferError
-from geneinfer.models.base import GeneModel
+from geneinfer.models.base import GeneModel, arrays_under
 from geneinfer.models.selection import (
     GROUP_K_FOLDS,
     MIN_GROUP_ROWS,
@@ -97,10 +97,7 @@ def load_candidates(
     for k, spec in enumerate(specs):
         est = make_model(spec["name"], **spec["params"])
         prefix = f"cand{k}."
-        est.load_fitted_state(
-            {key[len(prefix):]: v for key, v in arrays.items() if key.startswith(prefix)},
-            spec["meta"],
-        )
+        est.load_fitted_state(arrays_under(arrays, prefix), spec["meta"])
         out[spec["label"]] = est
     return out
 

@@ -81,6 +81,7 @@ from geneinfer.io import (
 )
 from geneinfer.io.attributes import AttributedBlocks
 from geneinfer.io.gct import read_gct_header
+from geneinfer.models.base import arrays_under
 from geneinfer.models.bundle import InferenceModel
 from geneinfer.models.gram import GramStats
 from geneinfer.models.gram_cv import GroupedGramStats
@@ -513,10 +514,24 @@ def _make_plan(readers: list[BlockReader], harmonizers: list[Harmonizer], panel:
                  max_scored)
 
 
-def _selection_folds(plan: _Plan) -> tuple[GroupFolds, np.ndarray] | None:
+@dataclass(frozen=True)
+class _GroupSelection:
+    """How a linear model chooses over the training groups out of core."""
+
+    folds: GroupFolds
+    fold_code: np.ndarray  # each plan group's code in ``folds`` (-1: validation only)
+    genes: np.ndarray  # the target columns scored (kept per group)
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies it in the checkpoint fingerprint."""
+        return {"scored_groups": [f.tolist() for f in self.folds.folds],
+                "scored_genes": self.genes.tolist()}
+
+
+def _group_selection(plan: _Plan, genes: np.ndarray) -> _GroupSelection | None:
     """Folds of the training groups for study-aware selection of a linear model (at most
-    ``plan.max_scored`` scored), and each group's code in them (-1: validation only);
-    ``None`` where the single-group rule applies."""
+    ``plan.max_scored`` scored) scoring target columns ``genes``; ``None`` where the
+    single-group rule applies."""
     if plan.max_scored < 2:
         return None
     train = plan.groups[~plan.valid_mask]
@@ -526,7 +541,7 @@ def _selection_folds(plan: _Plan) -> tuple[GroupFolds, np.ndarray] | None:
     fold_code = np.full(len(plan.group_names), -1, dtype=np.int64)
     present = np.unique(train)
     fold_code[present] = np.arange(len(present))
-    return folds, fold_code
+    return _GroupSelection(folds, fold_code, genes)
 
 
 def _fingerprint(plan: _Plan, settings: dict[str, Any]) -> str:
@@ -676,21 +691,17 @@ class _Stats:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], gram: GramStats | None,
                     grouped: GroupedGramStats | None = None) -> _Stats:
-        def prefixed(prefix: str) -> dict[str, np.ndarray]:
-            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
         obj = cls(gram=gram, grouped=grouped)
         n = int(arrays["n_usable"])
         obj.usable = np.unpackbits(arrays["usable"], count=n).astype(bool)
         for part in cls._PARTS:
-            keys = {k.split(".", 1)[1]: v for k, v in arrays.items()
-                    if k.startswith(f"{part}.")}
+            keys = arrays_under(arrays, f"{part}.")
             if keys:
                 setattr(obj, part, Standardizer.from_accumulator_state(keys))
         if grouped is not None:
-            grouped.load_state(prefixed("grouped."))
+            grouped.load_state(arrays_under(arrays, "grouped."))
         elif gram is not None:
-            gram.load_state(prefixed("gram."))
+            gram.load_state(arrays_under(arrays, "gram."))
         return obj
 
 
@@ -745,10 +756,10 @@ def _reference_pass(plan: _Plan, ckpt: _Checkpoint, *, n_reference: int, progres
     state = ckpt.state.get("reference", {})
     arrays = ckpt.arrays("reference") if state else None
     qx = QuantileNormalizer.from_accumulator_state(
-        {k[3:]: v for k, v in arrays.items() if k.startswith("lm.")}) if arrays else \
+        arrays_under(arrays, "lm.")) if arrays else \
         QuantileNormalizer()
     qy = QuantileNormalizer.from_accumulator_state(
-        {k[3:]: v for k, v in arrays.items() if k.startswith("tg.")}) if arrays else \
+        arrays_under(arrays, "tg.")) if arrays else \
         QuantileNormalizer()
     start = int(state.get("next_block", 0)) if arrays else 0
 
@@ -776,14 +787,15 @@ def _reference_pass(plan: _Plan, ckpt: _Checkpoint, *, n_reference: int, progres
 
 def _statistics_pass(plan: _Plan, ckpt: _Checkpoint, *, refs: tuple | None, gram: bool,
                      precision: str, progress: bool,
-                     selection: tuple[GroupFolds, np.ndarray, np.ndarray] | None = None
+                     selection: _GroupSelection | None = None
                      ) -> tuple[_Stats, dict[str, Any]]:
-    """``selection``: (folds, each group's fold code, scored genes) to keep per-group sums."""
+    """``selection``: keep the per-group sums it scores besides the totals."""
     state = ckpt.state.get("statistics", {})
     arrays = ckpt.arrays("statistics") if state else None
     grouped = None
     if gram and selection is not None:
-        grouped = GroupedGramStats(selection[0], selection[2], precision=precision)  # type: ignore[arg-type]
+        grouped = GroupedGramStats(selection.folds, selection.genes,
+                                   precision=precision)  # type: ignore[arg-type]
         stats_gram = grouped.total
     else:
         stats_gram = GramStats(precision=precision) if gram else None  # type: ignore[arg-type]
@@ -814,7 +826,7 @@ def _statistics_pass(plan: _Plan, ckpt: _Checkpoint, *, refs: tuple | None, gram
         stats.targets.partial_fit(Yt)
         where = f"{plan.inputs[block.source].name}, samples {block.start}..{block.stop}"
         if stats.grouped is not None:
-            codes = selection[1][plan.groups[rows[train]]]  # type: ignore[index]
+            codes = selection.fold_code[plan.groups[rows[train]]]  # type: ignore[union-attr]
             stats.grouped.update(Xt, Yt, codes, where=where)
         elif stats.gram is not None:
             stats.gram.update(Xt, Yt, where=where)
@@ -1002,8 +1014,7 @@ def train_streamed(
     stopping. Hyper-parameters that linear models choose are chosen over the training
     groups from per-group sums, as in memory (by GCV on the sums with fewer than two
     groups; ``refit`` does not apply: the validation profiles are never trained on).
-    ``nonfinite``
-    is the readers' policy for infinite values.
+    ``nonfinite`` is the readers' policy for infinite values.
     """
     del refit  # out of core the held-out profiles stay out (no second pass over the data)
     t_start = time.monotonic()
@@ -1030,16 +1041,13 @@ def train_streamed(
                           fraction=valid_fraction, budget=budget, mode=mode, groups=groups,
                           scored_genes=(lambda t: len(est.scored_genes(t))) if chooses
                           else None)
-        folds = _selection_folds(plan) if chooses else None
-        selection = None if folds is None else (
-            *folds, est.scored_genes(len(plan.targets)))
+        selection = (_group_selection(plan, est.scored_genes(len(plan.targets)))
+                     if chooses else None)
         precision = str(est.get_params().get("precision", "float32"))
         settings = {"quantile": quantile, "standardize": standardize, "mode": mode,
                     "precision": precision, "reference_samples": int(reference_samples),
                     "budget_blocks": plan.block_rows,
-                    "scored_groups": None if selection is None else
-                    [f.tolist() for f in selection[0].folds],
-                    "scored_genes": None if selection is None else selection[2].tolist()}
+                    "group_selection": None if selection is None else selection.settings()}
         plan.fingerprint = _fingerprint(plan, settings)
         if progress:
             _say(f"{plan.n_total} profiles in {len(plan.inputs)} input(s), "
@@ -1075,8 +1083,8 @@ def train_streamed(
         t_fit = time.monotonic()
         if mode == "gram":
             _standardize_sums(stats, standardize)
-            if stats.grouped is not None and selection is not None:
-                est.fit_grouped_gram(stats.grouped, selection[0])
+            if stats.grouped is not None:
+                est.fit_grouped_gram(stats.grouped)
             else:
                 est.fit_gram(stats.gram.centered())  # type: ignore[union-attr]
             stats.gram = stats.grouped = None
